@@ -1,0 +1,50 @@
+"""Early stopping with patience and best-weight restoring, as in the lectures' algorithm:
+evaluate every n updates (trainer.eval_every), reset the counter on improvement, stop after
+`patience` evaluations without one, return the best parameters."""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "val_loss"
+    """Any column of metrics.csv: val_loss, val_acc (val_r2 for regression), train_loss, ..."""
+    mode: str = "min"
+    """min: lower is better (losses); max: higher is better (accuracy, R^2)."""
+    patience: int | None = None
+    """Evaluations without improvement before stopping; null = never stop early."""
+    min_delta: float = 0.0
+    """An evaluation improves only if it beats the best by more than this (absolute, monitor's units)."""
+    start_from_epoch: int = 0
+    """Evaluations before this epoch are ignored: neither best nor counted (lets warmup pass)."""
+    restore_best: bool = True
+    """Test and save the best evaluation's weights, whether or not stopping triggered."""
+
+
+class EarlyStopping:
+    """Tracks the best monitored value; `update` says whether this evaluation is the new best."""
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        if cfg.mode not in ("min", "max"):
+            raise ValueError(f"early_stopping.mode={cfg.mode!r} is not known; choose 'min' or 'max'")
+        self.cfg = cfg
+        self.best = math.inf if cfg.mode == "min" else -math.inf
+        self.best_epoch: float | None = None
+        self.wait = 0
+        self.should_stop = False
+
+    def update(self, value: float, epoch: float) -> bool:
+        if epoch < self.cfg.start_from_epoch:
+            return False
+        sign = 1 if self.cfg.mode == "min" else -1
+        improved = sign * (self.best - value) > self.cfg.min_delta
+        if improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+        else:
+            self.wait += 1
+            self.should_stop = self.cfg.patience is not None and self.wait >= self.cfg.patience
+        return improved
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
