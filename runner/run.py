@@ -73,6 +73,7 @@ def schema(cls, node: DictConfig):
 def run(cfg: DictConfig, run_dir: Path, on_eval=None) -> dict:
     """Train what cfg describes; write and return the summary."""
     started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = schema(TrainerConfig, cfg.trainer)
     stopping = schema(EarlyStoppingConfig, cfg.early_stopping)
     paths = schema(PathsConfig, cfg.paths)
