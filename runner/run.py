@@ -70,8 +70,9 @@ def schema(cls, node: DictConfig):
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))
 
 
-def run(cfg: DictConfig, run_dir: Path, on_eval=None) -> dict:
-    """Train what cfg describes; write and return the summary."""
+def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None) -> dict:
+    """Train what cfg describes; write and return the summary (with `meta`, such as Hydra's
+    group choices and overrides, added to it)."""
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = schema(TrainerConfig, cfg.trainer)
@@ -133,6 +134,8 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "seed": trainer.seed, "task": data.task,
         "versions": {"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        **(meta or {}),
+        "config": OmegaConf.to_container(cfg, resolve=True),  # = .hydra/config.yaml; `report` reads JSON faster
     }
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     log.info("%s after %s epochs: test_%s=%.4f", summary["status"], summary["epochs"], metric, final[f"test_{metric}"])

@@ -44,12 +44,14 @@ def main(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     run_dir, console = Path(hc.runtime.output_dir), Console()
+    meta = {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
+            "overrides": list(hc.overrides.task)}
     if cfg.print_config:
         from rich.syntax import Syntax
 
         console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
     if hc.mode == RunMode.MULTIRUN:  # a line per job, no bars
-        summary = run(cfg, run_dir)
+        summary = run(cfg, run_dir, meta=meta)
         metric = "acc" if summary["task"] == "classification" else "r2"
         overrides = " ".join(hc.overrides.task) or "(defaults)"
         console.print(f"job {hc.job.num} {overrides}: {summary['status']}, test_{metric}="
@@ -64,7 +66,7 @@ def main(cfg: DictConfig) -> float | None:
                 stats = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
                 progress.update(task, completed=row["epoch"], total=cfg.trainer.epochs, stats=stats)
 
-            summary = run(cfg, run_dir, on_eval=show)
+            summary = run(cfg, run_dir, on_eval=show, meta=meta)
         console.print(_result_table(summary))
         console.print(f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['train_seconds']:.1f} s on "
                       f"{summary['device']}; best {summary['monitor']} at epoch {summary['best_epoch']}"

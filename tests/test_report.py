@@ -1,0 +1,162 @@
+"""`report` on fabricated run folders with known numbers, on a real sweep, and on broken runs."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from runner.report import load_runs, main, p_value, report
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(root: Path, name: str, config: dict, summary: dict | None = None, curve: list | None = None,
+             choices: dict | None = None) -> Path:
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra/config.yaml").write_text(yaml.safe_dump(config))
+    if summary is not None:
+        (d / "summary.json").write_text(json.dumps({"status": "completed", "choices": choices or {}, **summary}))
+    if curve is not None:
+        rows = ["epoch,step,val_acc,val_loss"] + [f"{e},{10 * e},{a},{1 - a}" for e, a in enumerate(curve, 1)]
+        (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.fixture
+def two_arms(tmp_path):
+    """sgd (lr 0.1) and adamw (lr 0.001), 3 seeds each, known test accuracies."""
+    acc = {"sgd": [0.5, 0.6, 0.7], "adamw": [0.8, 0.85, 0.9]}
+    lr = {"sgd": 0.1, "adamw": 0.001}
+    job = 0
+    for opt in ("sgd", "adamw"):
+        for seed, a in enumerate(acc[opt]):
+            fake_run(tmp_path / "sweep", str(job),
+                     {"optimizer": {"_target_": f"torch.optim.{opt}", "lr": lr[opt]}, "trainer": {"seed": seed},
+                      "paths": {"data_dir": "/x"}},
+                     {"test_acc": a, "test_loss": 1 - a, "epochs": 10}, curve=[a - 0.2, a - 0.1, a],
+                     choices={"optimizer": opt, "trainer": "schema"})
+            job += 1
+    return tmp_path / "sweep"
+
+
+def test_varying_keys_groups_and_confidence_intervals(two_arms):
+    res = report([two_arms], plots=False)
+    assert res["keys"] == ["optimizer", "optimizer.lr"]  # the choice and its hyperparameter; not the seed
+    g = res["groups"].set_index("optimizer")
+    assert g.loc["sgd", "test_acc_mean"] == pytest.approx(0.6)
+    assert g.loc["sgd", "test_acc_std"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    assert g.loc["sgd", "test_acc_n"] == 3 and g.loc["adamw", "runs"] == 3
+    half = T_975_DF2 * 0.1 / math.sqrt(3)
+    assert (g.loc["sgd", "test_acc_ci_low"], g.loc["sgd", "test_acc_ci_high"]) == pytest.approx((0.6 - half, 0.6 + half))
+    assert g.loc["adamw", "test_acc_std"] == pytest.approx(0.05)
+    assert list(res["runs"]["run"]) == [str(i) for i in range(6)]
+
+
+def test_baseline_difference_and_exact_permutation_p(two_arms):
+    res = report([two_arms], baseline={"optimizer": "adamw"}, plots=False)
+    g = res["groups"].set_index("optimizer")
+    assert g.loc["sgd", "test_acc_diff"] == pytest.approx(0.6 - 0.85)
+    # all 20 ways to split the 6 values 3/3: only the observed split and its mirror reach |diff| = 0.25
+    assert g.loc["sgd", "test_acc_p"] == pytest.approx(2 / 20)
+    assert g.loc["sgd", "test_acc_test"] == "permutation"
+    assert g.loc["adamw", "test_acc_diff"] == 0 and g.loc["adamw", "test_acc_p"] == 1
+
+
+def test_welch_for_larger_groups():
+    from scipy import stats
+
+    a, b = [0.1 * i for i in range(8)], [0.3 + 0.05 * i for i in range(7)]
+    ma, mb = sum(a) / 8, sum(b) / 7
+    va, vb = (sum((x - ma) ** 2 for x in a) / 7), (sum((x - mb) ** 2 for x in b) / 6)
+    t = (ma - mb) / math.sqrt(va / 8 + vb / 7)
+    df = (va / 8 + vb / 7) ** 2 / ((va / 8) ** 2 / 7 + (vb / 7) ** 2 / 6)  # Welch-Satterthwaite
+    p, test = p_value(a, b)
+    assert test == "welch" and p == pytest.approx(2 * stats.t.sf(abs(t), df))
+
+
+def test_markdown_latex_csv_and_plots(two_arms, tmp_path):
+    out = tmp_path / "out"
+    report([two_arms], out=out, baseline={"optimizer": "adamw"})
+    md = (out / "report.md").read_text()
+    assert "| optimizer | optimizer.lr | runs | test_acc | n | 95% CI | diff | p |" in md
+    assert "| sgd | 0.1 | 3 | 0.6 ± 0.1 | 3 |" in md
+    tex = (out / "report.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"test\_acc" in tex and r"0.6 $\pm$ 0.1" in tex
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 6 and {"optimizer", "trainer.seed", "status", "test_acc"} <= set(runs.columns)
+    groups = pd.read_csv(out / "groups.csv")
+    assert len(groups) == 2 and "test_acc_ci_low" in groups
+    for png in ["curves.png"]:
+        assert (out / png).read_bytes()[:8] == PNG
+
+
+def grid(root: Path):
+    """lambda in {0, 1e-4, 1e-3} x dropout in {0, 0.5}, 2 seeds; acc = 0.9 - 100 lambda - 0.1 p + 0.01 seed."""
+    job = 0
+    for lam in (0.0, 1e-4, 1e-3):
+        for p in (0.0, 0.5):
+            for seed in (0, 1):
+                acc = 0.9 - 100 * lam - 0.1 * p + 0.01 * seed
+                fake_run(root, str(job), {"regularizer": {"lambda": lam, "dropout": p}, "trainer": {"seed": seed}},
+                         {"test_acc": acc}, curve=[acc])
+                job += 1
+
+
+def test_pivot_shape_cells_heatmap_and_log_axis_plot(tmp_path):
+    grid(tmp_path / "sweep")
+    res = report([tmp_path / "sweep"], rows="regularizer.lambda", cols="regularizer.dropout")
+    table = res["pivot"]
+    assert table.shape == (3, 2)
+    std = math.sqrt(2 * 0.005**2)  # two seeds 0.01 apart
+    assert table.loc[1e-4, 0.5] == f"{0.9 - 0.01 - 0.05 + 0.005:.4g} ± {std:.2g}"
+    out = tmp_path / "sweep" / "report"
+    assert (out / "pivot.png").read_bytes()[:8] == PNG
+    assert (out / "test_acc_vs_regularizer.lambda.png").read_bytes()[:8] == PNG
+    assert "## test_acc: regularizer.lambda x regularizer.dropout" in (out / "report.md").read_text()
+
+
+def test_broken_runs_are_marked_not_fatal(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    fake_run(root, "0", {"a": {"x": 1}}, {"test_acc": 0.7}, curve=[0.7])
+    fake_run(root, "1", {"a": {"x": 2}}, {"test_acc": 0.8})  # no metrics.csv
+    fake_run(root, "2", {"a": {"x": 3}}, None, curve=[0.1, 0.2])  # still running: no summary yet
+    bad = fake_run(root, "3", {"a": {"x": 4}}, None)
+    (bad / "summary.json").write_text('{"status": "compl')  # cut off
+    fake_run(root, "4", {"a": {"x": 5}}, {"status": "diverged", "test_acc": 0.1})
+    warnings = []
+    res = report([root], warn=warnings.append)
+    status = dict(zip(res["runs"]["run"], res["runs"]["status"]))
+    assert status == {"0": "completed", "1": "completed", "2": "unfinished", "3": "unreadable", "4": "diverged"}
+    assert res["runs"].set_index("run").loc["2", "epochs"] == 2
+    assert len(warnings) == 1 and str(bad / "summary.json") in warnings[0]
+    assert (root / "report" / "report.md").exists() and (root / "report" / "curves.png").exists()
+
+
+def test_cli_reports_a_real_sweep_and_a_single_run(tmp_path):
+    train = str(Path(sys.executable).with_name("train"))
+    fast = ["trainer.epochs=2", "data=digits"]
+    subprocess.run([train, "-m", *fast, "regularizer.dropout=0,0.5", "trainer.seed=0,1"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([train, *fast], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([str(Path(sys.executable).with_name("report")), "outputs", "--out", "rep",
+                           "--baseline", "regularizer.dropout=0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = load_runs(tmp_path / "outputs")
+    assert len(runs) == 5 and set(runs["status"]) == {"completed"}
+    groups = pd.read_csv(tmp_path / "rep" / "groups.csv")
+    assert sorted(groups["runs"]) == [1, 2, 2]  # dropout 0.2 (the single default run), 0 and 0.5 over 2 seeds
+    assert "5 runs in 3 groups" in proc.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no run folders" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 2
