@@ -47,4 +47,8 @@ class EarlyStopping:
         return improved
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait, self.should_stop = (state[k] for k in ("best", "best_epoch", "wait",
+                                                                                       "should_stop"))

@@ -13,9 +13,12 @@ class Lookahead:
         if k < 1 or not 0 < alpha <= 1:
             raise ValueError(f"lookahead needs k >= 1 and 0 < alpha <= 1, got k={k}, alpha={alpha}")
         self.optimizer, self.k, self.alpha, self.steps = optimizer, k, alpha, 0
-        self.param_groups = optimizer.param_groups
         self.fast = [p for g in self.param_groups for p in g["params"]]
         self.slow = [p.detach().clone() for p in self.fast]
+
+    @property
+    def param_groups(self) -> list[dict]:  # the wrapped optimizer's own list (load_state_dict replaces it)
+        return self.optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -109,3 +109,6 @@ class Plateau:
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "best": self.best, "bad": self.bad, "cooldown": self.cooldown}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best, self.bad, self.cooldown = (state[k] for k in ("scale", "best", "bad", "cooldown"))

@@ -1,11 +1,20 @@
-"""The `train` command: Hydra composes conf/train.yaml, rich shows progress and the result."""
+"""The `train` command: Hydra composes conf/train.yaml, rich shows progress and the result.
 
+Every job's outcome lands in its folder's summary.json (completed, diverged, failed, invalid,
+interrupted), the sweep goes on past any of them, and the exit code says the worst one."""
+
+import itertools
+import json
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,11 +24,55 @@ from runner.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
 
+EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interrupted": 130}
+"""The exit code of `train` for each outcome; a sweep exits with its worst job's (failed first)."""
+_SEVERITY = ["failed", "invalid", "interrupted", "diverged", "completed"]
+_outcomes: list[str] = []  # this process's job outcomes, for the exit code
+
 # Schemas for what the code reads directly: a typo or a wrong type fails when the config is composed.
 _store = ConfigStore.instance()
 _store.store(group="trainer", name="schema", node=TrainerConfig)
 _store.store(group="paths", name="schema", node=PathsConfig)
 _store.store(group="early_stopping", name="schema", node=EarlyStoppingConfig)
+
+
+def unique_dir(base: str) -> str:
+    """base, else base_1, base_2, ...: the first folder this process creates itself (os.mkdir
+    is atomic), so two runs or sweeps started in the same second never share one. Registered
+    with use_cache, so every later resolution in this config (and Hydra's job copies) agrees."""
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        path = base if i == 0 else f"{base}_{i}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+if not OmegaConf.has_resolver("unique_dir"):
+    OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+
+
+class SweepOutcome(Callback):
+    """After a sweep, under any launcher: list the jobs that did not complete, from their folders."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from rich.console import Console
+
+        sweep = Path(config.hydra.sweep.dir)
+        statuses = {}
+        for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+            try:
+                statuses[job.name] = json.loads((job / "summary.json").read_text())["status"]
+            except (OSError, ValueError, KeyError):
+                statuses[job.name] = "failed"  # a job that died without a word (killed process)
+        _outcomes[:] = list(statuses.values())
+        bad = {job: s for job, s in statuses.items() if s != "completed"}
+        console = Console(stderr=True)
+        for job, status in bad.items():
+            console.print(f"job {job}: {status} (see {sweep / job}/summary.json)", soft_wrap=True)
+        console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses)} jobs completed -> {sweep}", soft_wrap=True)
 
 
 def _result_table(summary: dict):
@@ -35,44 +88,105 @@ def _result_table(summary: dict):
     return table
 
 
-@hydra.main(version_base="1.3", config_path="pkg://runner.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from rich.console import Console
+def _train_with_progress(cfg: DictConfig, run_dir: Path, console, meta: dict, resume: bool) -> dict:
+    """run() under a progress bar that appears with the first evaluation (after every check passed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from runner.run import run
 
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+               TimeRemainingColumn())
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task("train", total=cfg.trainer.epochs, stats="")
+
+    def show(row):
+        if not progress.live.is_started:
+            progress.start()
+        stats = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
+        progress.update(task, completed=row["epoch"], stats=stats)
+
+    try:
+        return run(cfg, run_dir, on_eval=show, meta=meta, resume=resume)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://runner.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from rich.console import Console
+
+    from runner.check import ConfigError
+    from runner.run import previous_outcome, record_failure, run
+
     hc = HydraConfig.get()
-    run_dir, console = Path(hc.runtime.output_dir), Console()
+    run_dir, console, sweep = Path(hc.runtime.output_dir), Console(), hc.mode == RunMode.MULTIRUN
     meta = {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
             "overrides": list(hc.overrides.task)}
+    name = f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}" if sweep else "run"
     if cfg.print_config:
         from rich.syntax import Syntax
 
         console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
-    if hc.mode == RunMode.MULTIRUN:  # a line per job, no bars
-        summary = run(cfg, run_dir, meta=meta)
-        metric = "acc" if summary["task"] == "classification" else "r2"
-        overrides = " ".join(hc.overrides.task) or "(defaults)"
-        console.print(f"job {hc.job.num} {overrides}: {summary['status']}, test_{metric}="
-                      f"{summary[f'test_{metric}']:.4f}, {summary['train_seconds']:.1f} s -> {run_dir}", soft_wrap=True)
+    try:
+        action, before = previous_outcome(run_dir, cfg)
+        if action == "skip":
+            console.print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
+            _outcomes.append(before["status"])
+            return before.get("best_value")
+        if sweep:
+            summary = run(cfg, run_dir, meta=meta, resume=action == "resume")
+        else:
+            summary = _train_with_progress(cfg, run_dir, console, meta, resume=action == "resume")
+    except ConfigError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        if sweep:
+            record_failure(run_dir, cfg, "invalid", e, meta)
+        elif not (run_dir / "summary.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no folder behind
+        _outcomes.append("invalid")
+        return None
+    except KeyboardInterrupt as e:  # a second Ctrl-C, or one before training started
+        record_failure(run_dir, cfg, "interrupted", e, meta)
+        _outcomes.append("interrupted")
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
+        record_failure(run_dir, cfg, "failed", e, meta)
+        Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} (traceback in "
+                                   f"{run_dir / 'error.txt'})", soft_wrap=True, highlight=False)
+        _outcomes.append("failed")
+        return None
+    _outcomes.append(summary["status"])
+    metric = "acc" if summary.get("task", "classification") == "classification" else "r2"
+    if summary["status"] == "interrupted":
+        console.print(f"{name}: interrupted at step {summary['steps']}; last.pt saved. Resume with the same command "
+                      f"and hydra.{'sweep' if sweep else 'run'}.dir={run_dir.parent if sweep else run_dir}",
+                      soft_wrap=True)
+    elif sweep:
+        console.print(f"{name}: {summary['status']}, test_{metric}={summary[f'test_{metric}']:.4f}, "
+                      f"{summary['train_seconds']:.1f} s -> {run_dir}", soft_wrap=True)
     else:
-        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("train", total=None, stats="")
-
-            def show(row):
-                stats = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
-                progress.update(task, completed=row["epoch"], total=cfg.trainer.epochs, stats=stats)
-
-            summary = run(cfg, run_dir, on_eval=show, meta=meta)
         console.print(_result_table(summary))
         console.print(f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['train_seconds']:.1f} s on "
                       f"{summary['device']}; best {summary['monitor']} at epoch {summary['best_epoch']}"
                       f"{' (restored)' if summary['restored_best'] else ''}\nrun folder: {run_dir}", soft_wrap=True)
-    return summary["best_value"]
+    return summary.get("best_value")
+
+
+def cli() -> None:
+    """The console script: Hydra, then an exit code that tells a script what happened (EXIT_CODES)."""
+    _outcomes.clear()
+    try:
+        main()
+    except SystemExit as e:
+        if e.code not in (0, None) and not _outcomes:  # Hydra refused the command line before any job ran
+            sys.exit(EXIT_CODES["invalid"])
+        raise
+    except KeyboardInterrupt:
+        sys.exit(EXIT_CODES["interrupted"])
+    worst = min(_outcomes, key=_SEVERITY.index, default="completed")
+    sys.exit(EXIT_CODES[worst])
 
 
 if __name__ == "__main__":
-    main()
+    cli()

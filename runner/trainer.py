@@ -62,9 +62,11 @@ def _is_due(step: int, steps_per_epoch: int, total: int, cfg: TrainerConfig) -> 
 
 
 def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: EarlyStoppingConfig, *,
-        penalty=None, clip=None, plateau=None, on_eval=None) -> dict:
-    """Train model in place for cfg.epochs or until early stopping; the last weights stay in
-    model. Returns the metrics rows, the best evaluation's state dict and why training ended."""
+        penalty=None, clip=None, plateau=None, on_eval=None, interrupted=None, resume: dict | None = None) -> dict:
+    """Train model in place for cfg.epochs, until early stopping, divergence (a non-finite loss)
+    or until the `interrupted` event is set; the last weights stay in model. Returns the metrics
+    rows, the best evaluation's state dict, why training ended, and the loop's `state`, from
+    which `resume` continues exactly where it stopped."""
     n = len(data.x_train)
     bs = min(cfg.batch_size, n)
     spe = n // bs
@@ -72,22 +74,32 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
     loss_fn, metric, clf = LOSSES[data.task], METRICS[data.task], data.task == "classification"
     params = [p for p in model.parameters() if p.requires_grad]
     var_y = data.y_train.float().var(0, unbiased=False).mean().item() if not clf else 1.0
-    amp = torch.autocast(data.x_train.device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
-    stop, rows, best_state = EarlyStopping(stopping), [], None
-    run_loss, run_hits, seen = torch.zeros((), device=data.x_train.device), 0, 0
-    reason, start = f"reached trainer.epochs={cfg.epochs}", time.perf_counter()
+    device = data.x_train.device
+    amp = torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
+    check_every = 1 if device.type == "cpu" else 32  # divergence checks sync with an accelerator
+    stop = EarlyStopping(stopping)
+    state = resume or {"step": 0, "rows": [], "best_state": None, "seconds": 0.0, "perm": None,
+                       "run_loss": torch.zeros((), device=device), "run_hits": torch.zeros((), device=device),
+                       "seen": 0, "bad_step": torch.full((), -1, device=device)}
+    if resume:
+        stop.load_state_dict(resume["early_stopping"])
+        _set_rng_state(resume["rng"])
+    rows, perm, run_loss, run_hits, bad_step = (state[k] for k in ("rows", "perm", "run_loss", "run_hits", "bad_step"))
+    reason, start, step = f"reached trainer.epochs={cfg.epochs}", time.perf_counter() - state["seconds"], state["step"]
     model.train()
-    for step in range(total):
-        if step % spe == 0:  # a new epoch: a new shuffle
-            perm = torch.randperm(n, device=data.x_train.device)
+    while step < total:
+        if interrupted is not None and interrupted.is_set():
+            reason = f"interrupted at step {step}"
+            break
+        if step % spe == 0 or perm is None:  # a new epoch: a new shuffle
+            perm = torch.randperm(n, device=device)
         idx = perm[step % spe * bs:(step % spe + 1) * bs]
-        xb, yb = data.x_train[idx], data.y_train[idx]
         lr = lr_at(step) * (plateau.scale if plateau else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with amp:
-            out = model(xb).float()
-        loss = loss_fn(out, yb)
+            out = model(data.x_train[idx]).float()
+        loss = loss_fn(out, data.y_train[idx])
         optimizer.zero_grad(set_to_none=True)
         (loss + penalty() if penalty else loss).backward()
         due = _is_due(step + 1, spe, total, cfg)
@@ -96,36 +108,49 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         if clip:
             clip(params)
         optimizer.step()
+        step += 1
         run_loss += loss.detach() * len(idx)
-        run_hits += (out.argmax(1) == yb).sum() if clf else 0
-        seen += len(idx)
+        run_hits += (out.argmax(1) == data.y_train[idx]).sum() if clf else 0
+        state["seen"] += len(idx)
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)  # no sync
+        if (step % check_every == 0 or due) and bad_step.item() >= 0:
+            reason = f"diverged: non-finite loss at step {bad_step.item()}"
+            break
         if not due:
             continue
-        train_loss = run_loss.item() / seen
+        train_loss = run_loss.item() / state["seen"]
         val = evaluate(model, data.x_val, data.y_val, data.task, cfg.precision)
-        row = {"epoch": round((step + 1) / spe, 4), "step": step + 1, "lr": lr, "train_loss": train_loss,
-               f"train_{metric}": float(run_hits) / seen if clf else 1 - train_loss / var_y,
+        row = {"epoch": round(step / spe, 4), "step": step, "lr": lr, "train_loss": train_loss,
+               f"train_{metric}": run_hits.item() / state["seen"] if clf else 1 - train_loss / var_y,
                **{f"val_{k}": v for k, v in val.items()}, "grad_norm": grad_norm.item(),
                "seconds": round(time.perf_counter() - start, 4)}
         run_loss.zero_()
-        run_hits, seen = 0, 0
+        run_hits.zero_()
+        state["seen"] = 0
         model.train()
-        if stopping.monitor not in row:
-            raise ValueError(f"early_stopping.monitor={stopping.monitor!r} is never logged; choose one of {list(row)}")
         if stop.update(row[stopping.monitor], row["epoch"]):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if plateau:
             plateau.update(row[plateau.cfg.monitor])
         rows.append(row)
         if on_eval:
             on_eval(row)
-        if not math.isfinite(train_loss):
-            reason = f"diverged: train_loss={train_loss} at step {step + 1}"
-            break
         if stop.should_stop:
             reason = (f"early stopping: {stopping.monitor} did not improve by more than {stopping.min_delta} "
                       f"for {stopping.patience} evaluations")
             break
-    return {"rows": rows, "best_state": best_state, "best_epoch": stop.best_epoch, "best": stop.best,
-            "stop_reason": reason, "steps": step + 1, "epochs": round((step + 1) / spe, 4),
-            "seconds": time.perf_counter() - start}
+    state |= {"step": step, "perm": perm, "bad_step": bad_step, "seconds": time.perf_counter() - start,
+              "rng": _rng_state(), "early_stopping": stop.state_dict()}
+    return {"rows": rows, "best_state": state["best_state"], "best_epoch": stop.best_epoch, "best": stop.best,
+            "stop_reason": reason, "steps": step, "epochs": round(step / spe, 4), "seconds": state["seconds"],
+            "state": state}
+
+
+def _rng_state() -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])

@@ -123,3 +123,13 @@ def test_lookahead_state_round_trips():
 def test_lookahead_rejects_bad_settings(k, alpha):
     with pytest.raises(ValueError, match="lookahead"):
         Lookahead(torch.optim.SGD([W0.clone().requires_grad_()], lr=0.1), k=k, alpha=alpha)
+
+
+def test_lookahead_follows_the_inner_optimizers_param_groups_after_loading():
+    """torch's load_state_dict replaces param_groups; lr set through Lookahead must still reach it."""
+    w = W0.clone().requires_grad_()
+    opt = Lookahead(torch.optim.SGD([w], lr=0.1), k=2)
+    opt.load_state_dict(opt.state_dict())
+    for group in opt.param_groups:
+        group["lr"] = 0.5
+    assert opt.optimizer.param_groups[0]["lr"] == 0.5

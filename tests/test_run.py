@@ -40,3 +40,45 @@ def test_device_auto_falls_back_to_cpu():
         expected = "mps"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+class Payload:
+    """Anything unpickling would construct (and could run code for)."""
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    import pytest
+
+    from runner.run import CheckpointError, load_checkpoint
+
+    torch.save({"model": {"w": torch.ones(1)}, "extra": Payload()}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_resume_refuses_a_tampered_checkpoint(make_cfg, tmp_path):
+    import pytest
+
+    from runner.run import CheckpointError
+
+    cfg = make_cfg("data=digits")
+    run(cfg, tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.save({**state, "extra": Payload()}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError):
+        run(cfg, tmp_path, resume=True)
+
+
+def test_previous_outcome(make_cfg, tmp_path):
+    import pytest
+
+    from runner.check import ConfigError
+    from runner.run import previous_outcome
+
+    cfg = make_cfg("data=digits")
+    assert previous_outcome(tmp_path, cfg) == ("fresh", None)
+    summary = run(cfg, tmp_path)
+    assert previous_outcome(tmp_path, cfg) == ("skip", json.loads((tmp_path / "summary.json").read_text()))
+    assert summary["config_hash"] == previous_outcome(tmp_path, cfg)[1]["config_hash"]
+    with pytest.raises(ConfigError, match="holds a finished run of another config"):
+        previous_outcome(tmp_path, make_cfg("data=digits", "trainer.seed=1"))

@@ -52,3 +52,94 @@ def test_cfg_job_prints_the_resolved_config(tmp_path):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["optimizer"]["lr"] == 0.3 and cfg["trainer"]["epochs"] == 30
     assert not (tmp_path / "outputs").exists()
+
+
+def summaries(root):
+    return {d.name: json.loads((d / "summary.json").read_text()) for d in run_dirs(root)}
+
+
+def test_diverged_and_failed_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
+    """Job 1 cannot write its dataset cache (its data_dir lies under a file), job 2 diverges."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    ok = tmp_path / "cache"
+    proc = subprocess.run([TRAIN, "-m", "trainer.epochs=2", "data.n_samples=1000", "data.val_size=200",
+                           "data.test_size=200", "init=normal", "init.weight.std=3",
+                           f"paths.data_dir={ok},{tmp_path / 'blocker' / 'cache'}", "optimizer.lr=0.001,1e12",
+                           "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    jobs = summaries(tmp_path / "sweep")
+    status = {n: s["status"] for n, s in jobs.items()}
+    assert status == {"0": "completed", "1": "diverged", "2": "failed", "3": "failed"}
+    assert proc.returncode == 1  # failed outranks diverged
+    assert "NotADirectoryError" in jobs["2"]["stop_reason"]
+    assert "Traceback" in (tmp_path / "sweep" / "2" / "error.txt").read_text()
+    assert jobs["1"]["stop_reason"].startswith("diverged: non-finite loss at step")
+    assert "job 2: failed" in proc.stderr and "sweep: 2 of 4 jobs completed" not in proc.stderr
+    assert "sweep: 1 of 4 jobs completed" in proc.stderr
+
+    # the same command again: the finished jobs are skipped, the failed ones run again (and fail again)
+    again = subprocess.run(proc.args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.stdout.count("skipped") == 2 and again.returncode == 1
+    assert summaries(tmp_path / "sweep")["0"] == jobs["0"]
+    (tmp_path / "blocker").unlink()
+    third = subprocess.run(proc.args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert third.stdout.count("skipped") == 2 and "sweep: 2 of 4 jobs completed" in third.stderr
+    assert {n: s["status"] for n, s in summaries(tmp_path / "sweep").items()} == \
+        {"0": "completed", "1": "diverged", "2": "completed", "3": "diverged"}
+    assert third.returncode == 3
+
+
+def test_diverged_single_run_exit_code(tmp_path):
+    proc = subprocess.run([TRAIN, *FAST, "optimizer.lr=1e12", "init=normal", "init.weight.std=3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3
+    (summary,) = summaries(tmp_path / "outputs").values()
+    assert summary["status"] == "diverged" and summary["steps"] >= 1
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    """SIGINT mid-epoch, then the same command in the same folder: metrics.csv and summary equal
+    an uninterrupted run's (CPU, exactly), through dropout, plateau, lookahead and early stopping."""
+    import signal
+    import time
+
+    args = ["data=digits", "trainer.epochs=60", "regularizer.dropout=0.3", "schedule=plateau", "schedule.patience=2",
+            "lookahead.k=3", "early_stopping=patience", "early_stopping.patience=1000", "trainer.batch_size=50"]
+    whole = subprocess.Popen([TRAIN, *args, "hydra.run.dir=whole"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    cut = subprocess.Popen([TRAIN, *args, "hydra.run.dir=cut"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.csv"
+    deadline = time.time() + 120
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 4) and time.time() < deadline:
+        time.sleep(0.05)
+    cut.send_signal(signal.SIGINT)
+    out, _ = cut.communicate(timeout=120)
+    assert cut.returncode == 130
+    interrupted = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert interrupted["status"] == "interrupted" and 0 < interrupted["steps"] < 60 * 23
+    assert "hydra.run.dir=" in out and (tmp_path / "cut" / "last.pt").exists()
+
+    resumed = subprocess.run([TRAIN, *args, "hydra.run.dir=cut"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert whole.wait(timeout=300) == 0
+
+    def rows(name):
+        lines = (tmp_path / name / "metrics.csv").read_text().splitlines()
+        return [",".join(line.split(",")[:-1]) for line in lines]  # all but the seconds column
+
+    assert rows("cut") == rows("whole")
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("whole", "cut"))
+    for key in ["status", "steps", "best_epoch", "train_loss", "val_loss", "test_loss", "test_acc"]:
+        assert a[key] == b[key], key
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    from runner.train import unique_dir
+
+    base = str(tmp_path / "outputs" / "2026-01-01" / "10-00-00")
+    assert [unique_dir(base) for _ in range(3)] == [base, base + "_1", base + "_2"]
+    procs = [subprocess.Popen([TRAIN, *FAST], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(3)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    assert len({d for d in run_dirs(tmp_path / "outputs")}) == 3

@@ -41,12 +41,12 @@ def test_metrics_rows_columns_and_step_evaluation(make_cfg, tmp_path):
 
 
 def test_train_loss_is_the_mean_over_the_evaluation_period(make_cfg, tmp_path):
-    """With lr=0 the model never changes, so the running train loss equals a full pass over the
+    """With lr=1e-12 the model does not change, so the running train loss equals a full pass over the
     training batches and the train metric equals the full-split one within sampling of dropped samples."""
     from runner.data import load
     from runner.trainer import evaluate
 
-    cfg = make_cfg(*PINNED, "optimizer.lr=0", "trainer.epochs=1", "trainer.batch_size=1197")
+    cfg = make_cfg(*PINNED, "optimizer.lr=1e-12", "trainer.epochs=1", "trainer.batch_size=1197")
     run(cfg, tmp_path)
     row = metrics(tmp_path)[0]
     model_state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
