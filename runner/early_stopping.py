@@ -3,23 +3,8 @@ evaluate every n updates (trainer.eval_every), reset the counter on improvement,
 `patience` evaluations without one, return the best parameters."""
 
 import math
-from dataclasses import dataclass
 
-
-@dataclass
-class EarlyStoppingConfig:
-    monitor: str = "val_loss"
-    """Any column of metrics.csv: val_loss, val_acc (val_r2 for regression), train_loss, ..."""
-    mode: str = "min"
-    """min: lower is better (losses); max: higher is better (accuracy, R^2)."""
-    patience: int | None = None
-    """Evaluations without improvement before stopping; null = never stop early."""
-    min_delta: float = 0.0
-    """An evaluation improves only if it beats the best by more than this (absolute, monitor's units)."""
-    start_from_epoch: int = 0
-    """Evaluations before this epoch are ignored: neither best nor counted (lets warmup pass)."""
-    restore_best: bool = True
-    """Test and save the best evaluation's weights, whether or not stopping triggered."""
+from runner.schema import EarlyStoppingConfig
 
 
 class EarlyStopping:

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,19 +26,13 @@ from runner import data as data_module
 from runner import init as init_module
 from runner.build import build
 from runner.check import ConfigError, check_against_data, check_config
-from runner.early_stopping import EarlyStoppingConfig
-from runner.optimizer import Lookahead
+from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.schedule import Plateau, make_lr_at
-from runner.trainer import METRICS, TrainerConfig, evaluate, fit
+from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
+from runner.trainer import METRICS, evaluate, fit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PathsConfig:
-    data_dir: str = "${oc.env:RUNNER_DATA_DIR,'~/.cache/runner'}"
-    """Where generated datasets are cached (MNIST-1D takes seconds to generate, then milliseconds to read)."""
 
 
 def write_atomic(path: Path, payload: bytes | str) -> None:
@@ -194,9 +187,9 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
                              dropout=cfg.regularizer.dropout, input_dropout=cfg.regularizer.input_dropout)
     init_module.apply(model, build(cfg.init.weight), build(cfg.init.bias))
     model.to(device)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    if cfg.lookahead.k:
-        optimizer = Lookahead(optimizer, cfg.lookahead.k, cfg.lookahead.alpha)
+    if trainer.compile:
+        model.compile()
+    optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
     base_lr = cfg.optimizer.lr
     steps_per_epoch = len(data.x_train) // min(trainer.batch_size, len(data.x_train))
     lr_at = make_lr_at(cfg.schedule, base_lr, steps_per_epoch, trainer.epochs * steps_per_epoch)

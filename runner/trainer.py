@@ -1,38 +1,16 @@
 """The training loop: one function, `fit`, reading top to bottom."""
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from runner.data import Splits
-from runner.early_stopping import EarlyStopping, EarlyStoppingConfig
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 30
-    """Passes over the training split (the run may stop earlier: early_stopping)."""
-    batch_size: int = 128
-    """Samples per update; the last incomplete batch of an epoch is dropped (shuffled away next epoch)."""
-    device: str = "auto"
-    """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps."""
-    seed: int = 0
-    """Seeds torch's RNGs: weight init, batch order, dropout. The dataset has its own data.seed."""
-    deterministic: bool = False
-    """torch.use_deterministic_algorithms: bitwise-repeatable GPU runs, at some speed cost."""
-    precision: str = "fp32"
-    """fp32 | bf16 (autocast: matrix products in bfloat16; losses, metrics and weights stay fp32)."""
-    eval_every: int = 1
-    """Evaluate on the validation split (a metrics.csv row, an early-stopping check) every this many eval_unit."""
-    eval_unit: str = "epoch"
-    """epoch | step."""
-    num_threads: int | None = 1
-    """torch CPU threads; 1 because parallel jobs beat threads on small models. null = torch's default."""
-
+from runner.early_stopping import EarlyStopping
+from runner.schema import EarlyStoppingConfig, TrainerConfig
 
 LOSSES = {"classification": F.cross_entropy, "regression": F.mse_loss}
 METRICS = {"classification": "acc", "regression": "r2"}
@@ -75,16 +53,16 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
     params = [p for p in model.parameters() if p.requires_grad]
     var_y = data.y_train.float().var(0, unbiased=False).mean().item() if not clf else 1.0
     device = data.x_train.device
-    amp = torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
+    amp = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     check_every = 1 if device.type == "cpu" else 32  # divergence checks sync with an accelerator
     stop = EarlyStopping(stopping)
     state = resume or {"step": 0, "rows": [], "best_state": None, "seconds": 0.0, "perm": None,
                        "run_loss": torch.zeros((), device=device), "run_hits": torch.zeros((), device=device),
-                       "seen": 0, "bad_step": torch.full((), -1, device=device)}
+                       "seen": 0}
     if resume:
         stop.load_state_dict(resume["early_stopping"])
         _set_rng_state(resume["rng"])
-    rows, perm, run_loss, run_hits, bad_step = (state[k] for k in ("rows", "perm", "run_loss", "run_hits", "bad_step"))
+    rows, perm, run_loss, run_hits = (state[k] for k in ("rows", "perm", "run_loss", "run_hits"))
     reason, start, step = f"reached trainer.epochs={cfg.epochs}", time.perf_counter() - state["seconds"], state["step"]
     model.train()
     while step < total:
@@ -109,19 +87,20 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             clip(params)
         optimizer.step()
         step += 1
-        run_loss += loss.detach() * len(idx)
-        run_hits += (out.argmax(1) == data.y_train[idx]).sum() if clf else 0
-        state["seen"] += len(idx)
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)  # no sync
-        if (step % check_every == 0 or due) and bad_step.item() >= 0:
-            reason = f"diverged: non-finite loss at step {bad_step.item()}"
+        run_loss += loss.detach()  # full batches only: the period's mean is the sum over its steps
+        if clf:
+            run_hits += (out.argmax(1) == data.y_train[idx]).sum()
+        state["seen"] += 1
+        if (step % check_every == 0 or due) and not math.isfinite(run_loss.item()):  # non-finite stays so
+            reason = (f"diverged: non-finite loss at step {step}" if check_every == 1 else
+                      f"diverged: non-finite loss between steps {step - (step - 1) % check_every} and {step}")
             break
         if not due:
             continue
         train_loss = run_loss.item() / state["seen"]
         val = evaluate(model, data.x_val, data.y_val, data.task, cfg.precision)
         row = {"epoch": round(step / spe, 4), "step": step, "lr": lr, "train_loss": train_loss,
-               f"train_{metric}": run_hits.item() / state["seen"] if clf else 1 - train_loss / var_y,
+               f"train_{metric}": run_hits.item() / (state["seen"] * bs) if clf else 1 - train_loss / var_y,
                **{f"val_{k}": v for k, v in val.items()}, "grad_norm": grad_norm.item(),
                "seconds": round(time.perf_counter() - start, 4)}
         run_loss.zero_()
@@ -139,7 +118,7 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             reason = (f"early stopping: {stopping.monitor} did not improve by more than {stopping.min_delta} "
                       f"for {stopping.patience} evaluations")
             break
-    state |= {"step": step, "perm": perm, "bad_step": bad_step, "seconds": time.perf_counter() - start,
+    state |= {"step": step, "perm": perm, "seconds": time.perf_counter() - start,
               "rng": _rng_state(), "early_stopping": stop.state_dict()}
     return {"rows": rows, "best_state": state["best_state"], "best_epoch": stop.best_epoch, "best": stop.best,
             "stop_reason": reason, "steps": step, "epochs": round(step / spe, 4), "seconds": state["seconds"],

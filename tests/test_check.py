@@ -49,9 +49,7 @@ INVALID = [
 def run_cli(monkeypatch, tmp_path, *args):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train", *args])
-    with pytest.raises(SystemExit) as exit_:
-        train.cli()
-    return exit_.value.code
+    return train.cli()
 
 
 @pytest.mark.parametrize("overrides,message", INVALID, ids=[" ".join(o) for o, _ in INVALID])

@@ -102,3 +102,39 @@ def test_lookahead_and_plateau_and_norm_together(make_cfg, tmp_path):
     assert summary["status"] == "completed"
     lrs = [float(r["lr"]) for r in metrics(tmp_path)]
     assert lrs[0] == pytest.approx(0.1)
+
+
+def test_fast_path_matches_a_straightforward_reference_loop(make_cfg, tmp_path):
+    """fit (fused AdamW, device-side metric sums, one sync per evaluation) against the plainest
+    loop: same seed, same model and batches, unfused AdamW, a .item() per step."""
+    import torch.nn.functional as F
+
+    from runner.build import build
+    from runner.data import load
+    from runner.init import apply
+
+    cfg = make_cfg("data=digits", "regularizer=none", "trainer.epochs=3", "trainer.batch_size=100")
+    run(cfg, tmp_path)
+    fast = metrics(tmp_path)
+
+    d = load(cfg.data, tmp_path)
+    torch.manual_seed(cfg.trainer.seed)
+    model = build(cfg.model)(d.input_shape, d.num_outputs, norm=None)
+    apply(model, build(cfg.init.weight), build(cfg.init.bias))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                            foreach=False, fused=False)
+    for epoch in range(3):
+        perm, losses = torch.randperm(len(d.x_train)), []
+        model.train()
+        for i in range(len(d.x_train) // 100):
+            idx = perm[i * 100:(i + 1) * 100]
+            loss = F.cross_entropy(model(d.x_train[idx]), d.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            val_loss = F.cross_entropy(model(d.x_val), d.y_val).item()
+        assert float(fast[epoch]["train_loss"]) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+        assert float(fast[epoch]["val_loss"]) == pytest.approx(val_loss, rel=1e-5)
