@@ -114,6 +114,16 @@ def check_config(cfg: DictConfig) -> None:
     _one_of(p, cfg, "trainer.precision", ["fp32", "bf16"])
     _one_of(p, cfg, "init.weight.distribution", ["normal", "uniform"])
     _one_of(p, cfg, "init.weight.mode", ["fan_in", "fan_out"])
+    if cfg.schedule.get("name") in SCHEDULES:
+        import inspect
+
+        from runner.schedule import hyperparameters
+
+        takes = list(inspect.signature(SCHEDULES[cfg.schedule.name]).parameters)[2:]
+        for key in hyperparameters(cfg.schedule):
+            if key not in takes:
+                p.append(f"schedule.{key}={cfg.schedule[key]!r}: schedule={cfg.schedule.name} has no such setting; "
+                         f"it takes {takes or 'none'}")
     if cfg.data.get("name") in DATASETS:
         columns = metric_columns(cfg)
         _one_of(p, cfg, "early_stopping.monitor", columns)

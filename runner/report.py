@@ -24,10 +24,11 @@ SEED_KEYS = ("trainer.seed", "data.seed")
 IGNORED_PREFIXES = ("paths.", "print_config")
 """Config keys that never describe the experiment."""
 METRICS = ["test_acc", "test_r2", "test_loss", "val_acc", "val_r2", "val_loss", "best_value", "gap_acc", "gap_r2",
-           "gap_loss", "epochs", "train_seconds"]
+           "gap_loss", "epochs", "train_seconds", "diag_grad_ratio", "diag_dead_max", "diag_saturated_max"]
 """Summary fields summarized per group, when present."""
 RUN_COLUMNS = ["status", "stop_reason", "best_value", "val_acc", "val_r2", "test_loss", "test_acc", "test_r2",
-               "gap_acc", "gap_r2", "epochs", "wall_seconds"]
+               "gap_acc", "gap_r2", "epochs", "wall_seconds", "diag_grad_ratio", "diag_dead_max",
+               "diag_saturated_max", "diag_flags", "suggested_lr"]
 """Summary fields shown in the runs table, when present."""
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -107,10 +108,16 @@ def varying_keys(runs: pd.DataFrame, include_seeds: bool = False) -> list[str]:
     return sorted(out, key=lambda c: "." in c)  # group choices (optimizer=sgd) before their fields
 
 
-def label_keys(keys: list[str]) -> list[str]:
-    """The keys that name a group: without the fields of a varying group choice (optimizer.lr
-    varies along with optimizer=sgd,adamw and adds nothing to its name)."""
-    return [k for k in keys if "." not in k or k.split(".")[0] not in keys]
+def label_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys that name a group: without a group choice's fields that vary only along with the choice
+    (optimizer.lr differs between optimizer=sgd and adamw, and adds nothing to their names), but with
+    those swept within a choice (schedule.warmup=0,100 under each schedule)."""
+    def follows_choice(k):
+        choice = k.split(".")[0]
+        return choice in keys and (runs.groupby(runs[choice].map(_text))[k].agg(lambda c: c.map(_text).nunique())
+                                   <= 1).all()
+
+    return [k for k in keys if "." not in k or not follows_choice(k)]
 
 
 def _choice_columns(runs: pd.DataFrame) -> set[str]:
@@ -156,10 +163,22 @@ def _text(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _value(v):
+    """A command-line value as the config holds it: null, true/false, numbers."""
+    if isinstance(v, str):
+        if v.lower() in ("null", "none", "~"):
+            return None
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        if _is_number(v):
+            return float(v)
+    return v
+
+
 def _select(runs: pd.DataFrame, where: dict) -> pd.DataFrame:
     mask = pd.Series(True, runs.index)
     for k, v in where.items():
-        mask &= runs[k].map(_text) == (_text(float(v)) if _is_number(v) else _text(v))
+        mask &= runs[k].map(_text) == _text(_value(v))
     return runs[mask]
 
 
@@ -185,6 +204,28 @@ def welch(a: list[float], b: list[float]) -> float:
     return float(2 * stdtr(df, -abs(t)))
 
 
+def ensemble(run_dirs) -> dict:
+    """The lectures' model averaging: the test metric of the mean of the runs' test predictions
+    (class probabilities, or regression outputs) from their predictions.npz."""
+    import numpy as np
+
+    preds, targets = [], None
+    for d in run_dirs:
+        try:
+            with np.load(Path(d) / "predictions.npz") as f:
+                preds.append(f["predictions"])
+                targets = f["targets"]
+        except (OSError, KeyError, ValueError):
+            continue
+    if not preds:
+        return {}
+    mean = np.mean(preds, axis=0)
+    if targets.ndim == 1:  # class labels
+        return {"ensemble_test_acc": float((mean.argmax(1) == targets).mean()), "ensemble_n": len(preds)}
+    sse, sst = ((mean - targets) ** 2).sum(), ((targets - targets.mean(0)) ** 2).sum()
+    return {"ensemble_test_r2": float(1 - sse / sst), "ensemble_n": len(preds)}
+
+
 def group_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str], baseline: dict | None = None) -> pd.DataFrame:
     """One row per combination of keys: runs (all), then per metric mean, std, n, ci_low, ci_high,
     and with a baseline, diff (group mean - baseline mean), p (two-sided) and the test used.
@@ -201,6 +242,9 @@ def group_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str], baseline
     parts = runs.groupby([runs[k].map(_text) for k in keys], sort=False) if keys else [((), runs)]
     for _, part in parts:
         row = {k: part[k].iloc[0] for k in keys} | {"runs": len(part)}
+        if "status" in part:  # what did not complete, e.g. "2 diverged"
+            other = part["status"][part["status"] != "completed"].value_counts()
+            row["not_completed"] = ", ".join(f"{n} {s}" for s, n in other.items())
         done = finished.loc[finished.index.intersection(part.index)]
         for m in metrics:
             row |= {f"{m}_{s}": v for s, v in mean_ci(done[m] if m in done else []).items()}
@@ -209,7 +253,7 @@ def group_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str], baseline
                 p, test = p_value([float(x) for x in done[m].dropna()], base_values)
                 row |= {f"{m}_diff": row[f"{m}_mean"] - (sum(base_values) / len(base_values) if base_values
                                                           else math.nan), f"{m}_p": p, f"{m}_test": test}
-        groups.append(row)
+        groups.append(row | ensemble(done["run"]))
     return pd.DataFrame(groups)
 
 
@@ -263,6 +307,8 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
 def _display_groups(groups: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     """Groups as text for one metric: `mean ± std`, n and the 95% CI, plus diff and p with a baseline."""
     out = groups[keys + ["runs"]].copy()
+    if "not_completed" in groups and groups["not_completed"].astype(bool).any():
+        out["not completed"] = groups["not_completed"]
     out[metric] = [f"{a:.4g} ± {s:.2g}" if not math.isnan(s) else _fmt(a)
                    for a, s in zip(groups[f"{metric}_mean"], groups[f"{metric}_std"])]
     out["n"] = groups[f"{metric}_n"]
@@ -271,6 +317,11 @@ def _display_groups(groups: pd.DataFrame, keys: list[str], metric: str) -> pd.Da
     if f"{metric}_diff" in groups:
         out["diff"] = [_fmt(v) for v in groups[f"{metric}_diff"]]
         out["p"] = [_fmt(v) for v in groups[f"{metric}_p"]]
+    if f"ensemble_{metric}" in groups and (groups["ensemble_n"] > 1).any():
+        out["ensemble"] = [_fmt(v) for v in groups[f"ensemble_{metric}"]]
+    for flag in ("diag_grad_ratio", "diag_dead_max"):
+        if f"{flag}_mean" in groups and groups[f"{flag}_n"].sum():
+            out[flag] = [_fmt(v) for v in groups[f"{flag}_mean"]]
     return out
 
 
@@ -382,7 +433,7 @@ def report(paths, out: Path | None = None, baseline: dict | None = None, rows: s
     common = found[0].parent if len(found) == 1 else os.path.commonpath(found)
     run_table["run"] = [os.path.relpath(r, common) for r in run_table["run"]]
     groups = group_runs(runs, keys, metrics, baseline)
-    shown = _display_groups(groups, keys, value)
+    shown = _display_groups(groups, label_keys(runs, keys), value)  # groups.csv keeps every varying key
     run_table.to_csv(out / "runs.csv", index=False)
     groups.to_csv(out / "groups.csv", index=False)
 
@@ -411,7 +462,7 @@ def report(paths, out: Path | None = None, baseline: dict | None = None, rows: s
 
         matplotlib.use("Agg")
         curve = value.replace("test_", "val_") if value.startswith("test_") else "val_loss"
-        names = label_keys(keys)
+        names = label_keys(runs, keys)
         plot_curves(runs, names, curve, out / "curves.png", rank_by=value)
         for key in [k for k in names if pd.to_numeric(runs[k], errors="coerce").notna().all()][:3]:
             plot_against(runs, key, [k for k in names if k != key], value, out / f"{value}_vs_{key}.png")
@@ -450,7 +501,7 @@ def main(argv=None) -> int:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
         return 2
     table = Table(title=f"{len(res['runs'])} runs in {len(res['groups'])} groups", title_justify="left")
-    shown = res["shown"][[c for c in res["shown"].columns if c not in res["keys"] or c in label_keys(res["keys"])]]
+    shown = res["shown"]
     for col in shown.columns:
         table.add_column(str(col), justify="right" if col not in res["keys"] else "left")
     for row in shown.itertuples(False):

@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,11 +27,13 @@ from runner import data as data_module
 from runner import init as init_module
 from runner.build import build
 from runner.check import ConfigError, check_against_data, check_config
+from runner.diagnostics import Diagnostics
+from runner.diagnostics import flags as diagnostic_flags
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.schedule import Plateau, make_lr_at
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
-from runner.trainer import METRICS, evaluate, fit
+from runner.trainer import METRICS, evaluate, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,9 @@ def _plain(x):
 
 
 def write_summary(run_dir: Path, summary: dict) -> dict:
-    write_atomic(run_dir / "summary.json", json.dumps(_plain(summary), indent=2))
+    """Write summary.json; return what was written (non-finite numbers as None)."""
+    summary = _plain(summary)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -164,10 +169,8 @@ def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: BaseExcep
     return write_summary(run_dir, {"status": status, "stop_reason": reason, **_identity(cfg, meta)})
 
 
-def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, resume: bool = False) -> dict:
-    """Check cfg, train what it describes (continuing run_dir/last.pt when resume), write and
-    return the summary (with `meta`, such as Hydra's group choices and overrides, added)."""
-    started = time.perf_counter()
+def prepare(cfg: DictConfig):
+    """Check cfg, then set up torch and build the data, model and optimizer it describes."""
     check_config(cfg)
     trainer = schema(TrainerConfig, cfg.trainer)
     stopping = schema(EarlyStoppingConfig, cfg.early_stopping)
@@ -181,8 +184,6 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     device = resolve_device(trainer.device)
     data = data_module.load(cfg.data, paths.data_dir).to(device)
     check_against_data(cfg, len(data.x_train))
-    run_dir.mkdir(parents=True, exist_ok=True)
-
     model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm),
                              dropout=cfg.regularizer.dropout, input_dropout=cfg.regularizer.input_dropout)
     init_module.apply(model, build(cfg.init.weight), build(cfg.init.bias))
@@ -190,10 +191,20 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     if trainer.compile:
         model.compile()
     optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
+    return trainer, stopping, device, data, model, optimizer
+
+
+def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, resume: bool = False) -> dict:
+    """Check cfg, train what it describes (continuing run_dir/last.pt when resume), write and
+    return the summary (with `meta`, such as Hydra's group choices and overrides, added)."""
+    started = time.perf_counter()
+    trainer, stopping, device, data, model, optimizer = prepare(cfg)
     base_lr = cfg.optimizer.lr
     steps_per_epoch = len(data.x_train) // min(trainer.batch_size, len(data.x_train))
     lr_at = make_lr_at(cfg.schedule, base_lr, steps_per_epoch, trainer.epochs * steps_per_epoch)
     plateau = Plateau(cfg.schedule, base_lr) if cfg.schedule.name == "plateau" else None
+    diag = Diagnostics(model, data.x_val[:cfg.diagnostics.probe_size]) if cfg.diagnostics.enabled else None
+    run_dir.mkdir(parents=True, exist_ok=True)
     state = None
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -202,21 +213,27 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         if plateau:
             plateau.load_state_dict(ckpt["plateau"])
         state = {k: _to(v, device) if k != "rng" else v for k, v in ckpt["loop"].items()}
+        if diag:
+            diag.rows = ckpt["diagnostics"]
         log.info("resuming %s at step %d", run_dir, state["step"])
     rows: list[dict] = list(state["rows"]) if state else []
 
     def record(row):
         rows.append(row)
         write_csv(rows, run_dir / "metrics.csv")
+        if diag:
+            write_csv(diag.rows, run_dir / "diagnostics.csv")
         if on_eval:
             on_eval(row)
 
     interrupted = threading.Event()
     with trap_signals(interrupted):
         result = fit(model, data, optimizer, lr_at, trainer, stopping, penalty=make_penalty(model, cfg.regularizer),
-                     clip=build(cfg.clip), plateau=plateau, on_eval=record, interrupted=interrupted, resume=state)
+                     clip=build(cfg.clip), plateau=plateau, diagnostics=diag, on_eval=record, interrupted=interrupted,
+                     resume=state)
     save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
-                 "plateau": plateau.state_dict() if plateau else None, "loop": result["state"]}, run_dir / "last.pt")
+                 "plateau": plateau.state_dict() if plateau else None, "loop": result["state"],
+                 "diagnostics": diag.rows if diag else []}, run_dir / "last.pt")
     progress = {"stop_reason": result["stop_reason"], "epochs": result["epochs"], "steps": result["steps"]}
     if interrupted.is_set():
         log.warning("interrupted: last.pt saved; the same command with hydra.run.dir=%s resumes", run_dir)
@@ -232,6 +249,11 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
                                   trainer.precision).items()}
     if status == "diverged" and result["best_state"] is None:  # diverged before any evaluation: no model to test
         final = dict.fromkeys(final, math.nan)
+    else:  # kept for ensembles: `report` averages the predictions of a group's seeds
+        buffer = io.BytesIO()
+        np.savez(buffer, predictions=predict(model, data.x_test, data.task).cpu().numpy(),
+                 targets=data.y_test.cpu().numpy())
+        write_atomic(run_dir / "predictions.npz", buffer.getvalue())
     summary = {
         "status": status, **progress,
         "monitor": stopping.monitor, "best_epoch": result["best_epoch"], "best_value": result["best"],
@@ -241,7 +263,10 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         f"gap_{metric}": final[f"train_{metric}"] - final[f"test_{metric}"],
         "train_seconds": round(result["seconds"], 3), "wall_seconds": round(time.perf_counter() - started, 3),
         "params": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "seed": trainer.seed, "task": data.task, **_identity(cfg, meta),
+        "device": str(device), "seed": trainer.seed, "task": data.task,
+        **(diagnostic_flags(diag.rows, **{k: v for k, v in cfg.diagnostics.items() if k.endswith(("_below", "_above"))})
+           if diag else {}),
+        **_identity(cfg, meta),
     }
     log.info("%s after %s epochs: test_%s=%.4f", status, summary["epochs"], metric, final[f"test_{metric}"])
     return write_summary(run_dir, summary)

@@ -65,6 +65,11 @@ _NOT_HPARAMS = ("name", "warmup", "warmup_unit", "warmup_shape", "monitor", "mod
                 "threshold", "cooldown", "min_lr")
 
 
+def hyperparameters(cfg: DictConfig) -> dict:
+    """The schedule function's own settings: the node minus warmup and plateau's keys."""
+    return {k: v for k, v in cfg.items() if k not in _NOT_HPARAMS}
+
+
 def warmup_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     return int(round(cfg.warmup * (steps_per_epoch if cfg.warmup_unit == "epochs" else 1)))
 
@@ -76,7 +81,7 @@ def make_lr_at(cfg: DictConfig, base_lr: float, steps_per_epoch: int, total_step
     if cfg.warmup_shape not in WARMUPS:
         raise ValueError(f"schedule.warmup_shape={cfg.warmup_shape!r} is not known; choose one of {sorted(WARMUPS)}")
     fn, warm_fn = SCHEDULES[cfg.name], WARMUPS[cfg.warmup_shape]
-    hparams = {k: v for k, v in cfg.items() if k not in _NOT_HPARAMS}
+    hparams = hyperparameters(cfg)
     warm = warmup_steps(cfg, steps_per_epoch)
     total = max(total_steps - warm, 1) / steps_per_epoch
 

@@ -73,6 +73,10 @@ class SweepOutcome(Callback):
         console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses)} jobs completed -> {sweep}", soft_wrap=True)
 
 
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _result_table(summary: dict):
     from rich.table import Table
 
@@ -82,7 +86,7 @@ def _result_table(summary: dict):
     table.add_column("loss", justify="right")
     table.add_column(metric, justify="right")
     for split in ("train", "val", "test"):
-        table.add_row(split, f"{summary[f'{split}_loss']:.4f}", f"{summary[f'{split}_{metric}']:.4f}")
+        table.add_row(split, _num(summary[f"{split}_loss"]), _num(summary[f"{split}_{metric}"]))
     return table
 
 
@@ -132,6 +136,15 @@ def main(cfg: DictConfig) -> float | None:
             console.print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
             _outcomes.append(before["status"])
             return before.get("best_value")
+        if cfg.lr_find.enabled:
+            from runner.lr_find import run_lr_find
+
+            summary = run_lr_find(cfg, run_dir, meta)
+            console.print(f"{name}: suggested lr {summary['suggested_lr']:.3g} (half the lr of the lowest smoothed "
+                          f"loss, {summary['min_loss_lr']:.3g}; steepest fall at {summary['steepest_lr']:.3g}); "
+                          f"plot: {run_dir / 'lr_find.png'}", soft_wrap=True)
+            _outcomes.append("completed")
+            return summary["suggested_lr"]
         if sweep:
             summary = run(cfg, run_dir, meta=meta, resume=action == "resume")
         else:
@@ -161,7 +174,7 @@ def main(cfg: DictConfig) -> float | None:
                       f"and hydra.{'sweep' if sweep else 'run'}.dir={run_dir.parent if sweep else run_dir}",
                       soft_wrap=True)
     elif sweep:
-        console.print(f"{name}: {summary['status']}, test_{metric}={summary[f'test_{metric}']:.4f}, "
+        console.print(f"{name}: {summary['status']}, test_{metric}={_num(summary[f'test_{metric}'])}, "
                       f"{summary['train_seconds']:.1f} s -> {run_dir}", soft_wrap=True)
     else:
         console.print(_result_table(summary))

@@ -34,13 +34,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, prec
     return {"loss": loss.item() / y.numel(), "r2": 1 - loss.item() / sst}
 
 
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, task: str, batch_size: int = 8192) -> torch.Tensor:
+    """Class probabilities (classification) or outputs (regression), in eval mode."""
+    model.eval()
+    out = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    return out.softmax(1) if task == "classification" else out
+
+
 def _is_due(step: int, steps_per_epoch: int, total: int, cfg: TrainerConfig) -> bool:
     per = cfg.eval_every * (steps_per_epoch if cfg.eval_unit == "epoch" else 1)
     return step % per == 0 or step == total
 
 
 def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: EarlyStoppingConfig, *,
-        penalty=None, clip=None, plateau=None, on_eval=None, interrupted=None, resume: dict | None = None) -> dict:
+        penalty=None, clip=None, plateau=None, diagnostics=None, on_eval=None, interrupted=None,
+        resume: dict | None = None) -> dict:
     """Train model in place for cfg.epochs, until early stopping, divergence (a non-finite loss)
     or until the `interrupted` event is set; the last weights stay in model. Returns the metrics
     rows, the best evaluation's state dict, why training ended, and the loop's `state`, from
@@ -85,6 +94,8 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             if due else None  # before clipping: the raw gradient's size
         if clip:
             clip(params)
+        if due and diagnostics:
+            diagnostics.before_step()
         optimizer.step()
         step += 1
         run_loss += loss.detach()  # full batches only: the period's mean is the sum over its steps
@@ -106,6 +117,8 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         run_loss.zero_()
         run_hits.zero_()
         state["seen"] = 0
+        if diagnostics:
+            diagnostics.collect(row["epoch"], step)
         model.train()
         if stop.update(row[stopping.monitor], row["epoch"]):
             state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}

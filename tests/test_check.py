@@ -39,6 +39,7 @@ INVALID = [
     (["trainer.precision=fp16"], "trainer.precision='fp16': must be one of ['bf16', 'fp32']"),
     (["init=he", "init.weight.mode=fan_avg"], "init.weight.mode='fan_avg'"),
     (["data.name=cifar10"], "data.name='cifar10'"),
+    (["+schedule.step_size=7"], "schedule.step_size=7: schedule=constant has no such setting"),
     # Hydra's own refusals (a key that does not exist, a wrong type, an unknown option) exit 2 as well
     (["trainer.epoch=5"], "Key 'epoch' not in 'TrainerConfig'"),
     (["trainer.epochs=many"], "trainer.epochs"),

@@ -85,8 +85,8 @@ def test_markdown_latex_csv_and_plots(two_arms, tmp_path):
     out = tmp_path / "out"
     report([two_arms], out=out, baseline={"optimizer": "adamw"})
     md = (out / "report.md").read_text()
-    assert "| optimizer | optimizer.lr | runs | test_acc | n | 95% CI | diff | p |" in md
-    assert "| sgd | 0.1 | 3 | 0.6 ± 0.1 | 3 |" in md
+    assert "| optimizer | runs | test_acc | n | 95% CI | diff | p |" in md  # optimizer.lr: in groups.csv
+    assert "| sgd | 3 | 0.6 ± 0.1 | 3 |" in md
     tex = (out / "report.tex").read_text()
     assert r"\begin{tabular}" in tex and r"test\_acc" in tex and r"0.6 $\pm$ 0.1" in tex
     runs = pd.read_csv(out / "runs.csv")
@@ -160,3 +160,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no run folders" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_ensemble_of_a_groups_seeds_by_hand(tmp_path):
+    import numpy as np
+
+    targets = np.array([0, 1, 2, 1])
+    probs = [np.array([[.6, .3, .1], [.5, .4, .1], [.2, .3, .5], [.1, .8, .1]]),  # right on 0, 2, 3: acc 0.75
+             np.array([[.4, .5, .1], [.1, .8, .1], [.3, .4, .3], [.2, .7, .1]]),  # right on 1, 3: acc 0.5
+             np.array([[.7, .2, .1], [.2, .7, .1], [.1, .6, .3], [.6, .3, .1]])]  # right on 0, 1: acc 0.5
+    for seed, p in enumerate(probs):
+        d = fake_run(tmp_path / "sweep", str(seed), {"trainer": {"seed": seed}},
+                     {"test_acc": float((p.argmax(1) == targets).mean())})
+        np.savez(d / "predictions.npz", predictions=p, targets=targets)
+    # mean probabilities: [.567 .333 .1], [.267 .633 .1], [.2 .433 .367], [.3 .6 .1] -> classes 0, 1, 1, 1
+    res = report([tmp_path / "sweep"], plots=False)
+    g = res["groups"].iloc[0]
+    assert g["ensemble_test_acc"] == pytest.approx(0.75) and g["ensemble_n"] == 3
+    assert g["test_acc_mean"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)
+    assert "ensemble" in res["shown"].columns
