@@ -60,7 +60,7 @@ class SweepOutcome(Callback):
 
         sweep = Path(config.hydra.sweep.dir)
         statuses = {}
-        for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        for job in sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir()):  # not .submitit and the like
             try:
                 statuses[job.name] = json.loads((job / "summary.json").read_text())["status"]
             except (OSError, ValueError, KeyError):
@@ -201,8 +201,11 @@ def cli() -> int:
 
 def console() -> None:
     """The `train` console script. It ends with os._exit: every file is written and closed by
-    then, and the interpreter's teardown of torch would add 0.3 s to every run of a sweep."""
+    then, and the interpreter's teardown of torch would add 0.3 s to every run of a sweep. Not
+    after a launcher with worker processes, whose exit handlers must stop them."""
     code = cli()
+    if any(name in sys.modules for name in ("joblib", "submitit", "ray")):
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
