@@ -8,8 +8,8 @@ from conftest import CONF
 
 from runner.run import run
 
-OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name != "experiment")
-# conf/experiment holds sweeps, not options: tests/test_experiment.py expands them.
+PRESETS = ("experiment", "launcher", "search")  # `+group=name` presets over the whole config, not options of a run
+OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in PRESETS)
 
 
 def test_every_group_has_options():
@@ -26,3 +26,16 @@ def test_option_composes_and_trains(make_cfg, tmp_path, group, option):
     assert summary["steps"] > 0
     assert {p.name for p in tmp_path.iterdir()} >= {"metrics.csv", "summary.json", "last.pt", "best.pt"}
     assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1.0
+
+
+@pytest.mark.parametrize("preset", sorted(f"{p.parent.name}={p.stem}" for p in CONF.glob("*/*.yaml")
+                                          if p.parent.name in ("launcher", "search")))
+def test_launcher_and_search_presets_compose(preset):
+    """Each preset selects its Hydra plugin (tests/test_launcher.py runs joblib, submitit_local and Optuna)."""
+    from hydra import compose, initialize_config_module
+
+    group, name = preset.split("=")
+    with initialize_config_module("runner.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"+{preset}"], return_hydra_config=True)
+    node = cfg.hydra.launcher if group == "launcher" else cfg.hydra.sweeper
+    assert name.split("_")[0] in node._target_.lower() or "optuna" in node._target_.lower()
