@@ -3,6 +3,7 @@ key, the value given and what is allowed. Hydra and the dataclass schemas alread
 unknown keys and wrong types; these are the value ranges and combinations they cannot see."""
 
 import math
+import os
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -141,6 +142,11 @@ def check_config(cfg: DictConfig) -> None:
         p.append("trainer.device='mps': no Apple GPU is available here; use auto or cpu")
     elif device not in ("auto", "cpu", "mps") and not device.startswith("cuda"):
         p.append(f"trainer.device={device!r}: must be auto, cpu, cuda, cuda:N or mps")
+    if cfg.trainer.get("distributed") and "WORLD_SIZE" not in os.environ:
+        p.append("trainer.distributed=true: start it with torchrun --nproc_per_node=N -m runner.train ...")
+    world = int(os.environ.get("WORLD_SIZE", "1")) if cfg.trainer.get("distributed") else 1
+    if isinstance(cfg.trainer.batch_size, int) and cfg.trainer.batch_size % world:
+        p.append(f"trainer.batch_size={cfg.trainer.batch_size}: must be a multiple of the {world} processes")
     if p:
         raise ConfigError("\n".join(p))
 

@@ -182,6 +182,10 @@ def prepare(cfg: DictConfig):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     device = resolve_device(trainer.device)
+    if trainer.distributed and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     data = data_module.load(cfg.data, paths.data_dir).to(device)
     check_against_data(cfg, len(data.x_train))
     model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm),
@@ -226,11 +230,18 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         if on_eval:
             on_eval(row)
 
+    rank = torch.distributed.get_rank() if trainer.distributed else 0  # only rank 0 writes the run folder
     interrupted = threading.Event()
-    with trap_signals(interrupted):
-        result = fit(model, data, optimizer, lr_at, trainer, stopping, penalty=make_penalty(model, cfg.regularizer),
-                     clip=build(cfg.clip), plateau=plateau, diagnostics=diag, on_eval=record, interrupted=interrupted,
+    net = torch.nn.parallel.DistributedDataParallel(model) if trainer.distributed else model
+    with trap_signals(interrupted) if not trainer.distributed else contextlib.nullcontext():
+        result = fit(net, data, optimizer, lr_at, trainer, stopping, penalty=make_penalty(model, cfg.regularizer),
+                     clip=build(cfg.clip), plateau=plateau, diagnostics=diag, on_eval=None if rank else record,
+                     interrupted=interrupted,
                      resume=state)
+    if trainer.distributed:
+        in_sync = _ranks_agree(model)
+        if rank:
+            return {"status": "completed", "rank": rank, "ranks_in_sync": in_sync}
     save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
                  "plateau": plateau.state_dict() if plateau else None, "loop": result["state"],
                  "diagnostics": diag.rows if diag else []}, run_dir / "last.pt")
@@ -264,12 +275,21 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         "train_seconds": round(result["seconds"], 3), "wall_seconds": round(time.perf_counter() - started, 3),
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "seed": trainer.seed, "task": data.task,
+        **({"world_size": torch.distributed.get_world_size(), "ranks_in_sync": in_sync} if trainer.distributed else {}),
         **(diagnostic_flags(diag.rows, **{k: v for k, v in cfg.diagnostics.items() if k.endswith(("_below", "_above"))})
            if diag else {}),
         **_identity(cfg, meta),
     }
     log.info("%s after %s epochs: test_%s=%.4f", status, summary["epochs"], metric, final[f"test_{metric}"])
     return write_summary(run_dir, summary)
+
+
+def _ranks_agree(model) -> bool:
+    """Whether every data-parallel process ends with exactly the same parameters."""
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, flat)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def _to(value, device):

@@ -19,6 +19,10 @@ class TrainerConfig:
     """torch.use_deterministic_algorithms: bitwise-repeatable GPU runs, at some speed cost."""
     precision: str = "fp32"
     """fp32 | bf16 (autocast: matrix products in bfloat16; losses, metrics and weights stay fp32)."""
+    distributed: bool = False
+    """Data-parallel training of this one run (DistributedDataParallel; gloo on CPU, nccl on GPU), started with
+    `torchrun --nproc_per_node=N -m runner.train trainer.distributed=true ...`: each process takes every N-th
+    sample of each global batch (batch_size is the global batch), only rank 0 writes the run folder."""
     compile: bool = False
     """torch.compile the model (in place, nn.Module.compile). Off: on the default MLP it costs more to compile
     than it saves (README, Speed)."""

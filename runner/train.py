@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,8 @@ def unique_dir(base: str) -> str:
     """base, else base_1, base_2, ...: the first folder this process creates itself (os.mkdir
     is atomic), so two runs or sweeps started in the same second never share one. Registered
     with use_cache, so every later resolution in this config (and Hydra's job copies) agrees."""
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other processes: rank 0 alone writes the run folder
+        return tempfile.mkdtemp(prefix=f"runner-rank{os.environ['RANK']}-")
     Path(base).parent.mkdir(parents=True, exist_ok=True)
     for i in itertools.count():
         path = base if i == 0 else f"{base}_{i}"
@@ -122,7 +125,8 @@ def main(cfg: DictConfig) -> float | None:
     from runner.run import previous_outcome, record_failure, run
 
     hc = HydraConfig.get()
-    run_dir, console, sweep = Path(hc.runtime.output_dir), Console(), hc.mode == RunMode.MULTIRUN
+    other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output
+    run_dir, console, sweep = Path(hc.runtime.output_dir), Console(quiet=other_rank), hc.mode == RunMode.MULTIRUN
     meta = {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
             "overrides": list(hc.overrides.task)}
     name = f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}" if sweep else "run"
@@ -168,6 +172,9 @@ def main(cfg: DictConfig) -> float | None:
         _outcomes.append("failed")
         return None
     _outcomes.append(summary["status"])
+    if other_rank:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return None
     metric = "acc" if summary.get("task", "classification") == "classification" else "r2"
     if summary["status"] == "interrupted":
         console.print(f"{name}: interrupted at step {summary['steps']}; last.pt saved. Resume with the same command "

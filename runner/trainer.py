@@ -54,16 +54,16 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
     or until the `interrupted` event is set; the last weights stay in model. Returns the metrics
     rows, the best evaluation's state dict, why training ended, and the loop's `state`, from
     which `resume` continues exactly where it stopped."""
-    n = len(data.x_train)
-    bs = min(cfg.batch_size, n)
-    spe = n // bs
+    n, rank, world = len(data.x_train), *_ranks()
+    spe = n // min(cfg.batch_size, n)
+    bs = min(cfg.batch_size, n) // world  # this process's share: every world-th sample of each global batch
     total = cfg.epochs * spe
     loss_fn, metric, clf = LOSSES[data.task], METRICS[data.task], data.task == "classification"
     params = [p for p in model.parameters() if p.requires_grad]
     var_y = data.y_train.float().var(0, unbiased=False).mean().item() if not clf else 1.0
     device = data.x_train.device
     amp = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
-    check_every = 1 if device.type == "cpu" else 32  # divergence checks sync with an accelerator
+    check_every = 1 if device.type == "cpu" and world == 1 else 32  # the check syncs with an accelerator or ranks
     stop = EarlyStopping(stopping)
     state = resume or {"step": 0, "rows": [], "best_state": None, "seconds": 0.0, "perm": None,
                        "run_loss": torch.zeros((), device=device), "run_hits": torch.zeros((), device=device),
@@ -79,7 +79,7 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             reason = f"interrupted at step {step}"
             break
         if step % spe == 0 or perm is None:  # a new epoch: a new shuffle
-            perm = torch.randperm(n, device=device)
+            perm = torch.randperm(n, device=device)[rank::world]  # one permutation on every rank, then its share
         idx = perm[step % spe * bs:(step % spe + 1) * bs]
         lr = lr_at(step) * (plateau.scale if plateau else 1.0)
         for group in optimizer.param_groups:
@@ -102,16 +102,17 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         if clf:
             run_hits += (out.argmax(1) == data.y_train[idx]).sum()
         state["seen"] += 1
-        if (step % check_every == 0 or due) and not math.isfinite(run_loss.item()):  # non-finite stays so
+        if (step % check_every == 0 or due) and not math.isfinite(_sum_over_ranks(run_loss).item()):  # NaN stays
             reason = (f"diverged: non-finite loss at step {step}" if check_every == 1 else
                       f"diverged: non-finite loss between steps {step - (step - 1) % check_every} and {step}")
             break
         if not due:
             continue
-        train_loss = run_loss.item() / state["seen"]
+        train_loss = _sum_over_ranks(run_loss).item() / world / state["seen"]
         val = evaluate(model, data.x_val, data.y_val, data.task, cfg.precision)
         row = {"epoch": round(step / spe, 4), "step": step, "lr": lr, "train_loss": train_loss,
-               f"train_{metric}": run_hits.item() / (state["seen"] * bs) if clf else 1 - train_loss / var_y,
+               f"train_{metric}": _sum_over_ranks(run_hits).item() / (state["seen"] * bs * world) if clf
+               else 1 - train_loss / var_y,
                **{f"val_{k}": v for k, v in val.items()}, "grad_norm": grad_norm.item(),
                "seconds": round(time.perf_counter() - start, 4)}
         run_loss.zero_()
@@ -121,7 +122,7 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             diagnostics.collect(row["epoch"], step)
         model.train()
         if stop.update(row[stopping.monitor], row["epoch"]):
-            state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state["best_state"] = {k: v.detach().clone() for k, v in getattr(model, "module", model).state_dict().items()}
         if plateau:
             plateau.update(row[plateau.cfg.monitor])
         rows.append(row)
@@ -136,6 +137,24 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
     return {"rows": rows, "best_state": state["best_state"], "best_epoch": stop.best_epoch, "best": stop.best,
             "stop_reason": reason, "steps": step, "epochs": round(step / spe, 4), "seconds": state["seconds"],
             "state": state}
+
+
+def _ranks() -> tuple[int, int]:
+    """(rank, world size) of data-parallel training; (0, 1) in a single process."""
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """t summed over the data-parallel processes (a copy), or t itself in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
 
 
 def _rng_state() -> dict:
