@@ -171,6 +171,10 @@ def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: BaseExcep
 
 def prepare(cfg: DictConfig):
     """Check cfg, then set up torch and build the data, model and optimizer it describes."""
+    if cfg.trainer.get("distributed") and "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment  # a SLURM job of several tasks, via submitit
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # RANK, WORLD_SIZE, MASTER_ADDR, ...
     check_config(cfg)
     trainer = schema(TrainerConfig, cfg.trainer)
     stopping = schema(EarlyStoppingConfig, cfg.early_stopping)

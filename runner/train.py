@@ -172,8 +172,9 @@ def main(cfg: DictConfig) -> float | None:
         _outcomes.append("failed")
         return None
     _outcomes.append(summary["status"])
-    if other_rank:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if other_rank or summary.get("rank"):  # not rank 0 of a data-parallel run: rank 0 reports
+        if other_rank:
+            shutil.rmtree(run_dir, ignore_errors=True)
         return None
     metric = "acc" if summary.get("task", "classification") == "classification" else "r2"
     if summary["status"] == "interrupted":

@@ -35,6 +35,8 @@ def test_launcher_and_search_presets_compose(preset):
     from hydra import compose, initialize_config_module
 
     group, name = preset.split("=")
+    if name == "ray":
+        pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the optional ray extra is not installed")
     with initialize_config_module("runner.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"+{preset}"], return_hydra_config=True)
     node = cfg.hydra.launcher if group == "launcher" else cfg.hydra.sweeper

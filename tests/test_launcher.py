@@ -46,3 +46,12 @@ def test_optuna_study_survives_a_diverged_trial(tmp_path):
     results = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     best = min(j["best_value"] for j in jobs.values() if j["best_value"] is not None)
     assert f"best_value: {best}" in results
+
+
+@pytest.mark.slow
+def test_sweep_on_ray(tmp_path):
+    """Opt-in (`pytest -m slow`) with the ray extra installed."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the optional ray extra is not installed")
+    proc, jobs = sweep(tmp_path, "+launcher=ray", *GRID)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {j["status"] for j in jobs.values()} == {"completed"} and len(jobs) == 4
