@@ -192,8 +192,33 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("best_value")
 
 
+def usage() -> str:
+    """`train --help`: the config groups and their options, read off conf/ (Hydra's own help composes
+    every group and plugin, 2 s with the launcher plugins installed; `train --hydra-help` still gives it)."""
+    from importlib.resources import files
+
+    conf = files("runner.conf")
+    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    lines = ["train: train a model as conf/train.yaml and the options below describe; results in outputs/.", "",
+             "usage: train [group=option ...] [key=value ...]      one run",
+             "       train -m [key=v1,v2 ...] [+experiment=NAME]   a sweep (one job per combination)", "",
+             "config groups (group=option; +group=option for experiment, launcher and search):"]
+    for g in groups:
+        options = sorted(f.name.removesuffix(".yaml") for f in (conf / g).iterdir() if f.name.endswith(".yaml"))
+        lines.append(f"  {g:15} {', '.join(options)}")
+    lines += ["", "examples: train optimizer=sgd optimizer.lr=0.05 schedule=cosine schedule.warmup=500",
+              "          train -m regularizer=l2 regularizer.lambda=0,1e-4,1e-3 regularizer.dropout=0,0.25,0.5",
+              "          train lr_find=on                  the LR range test instead of training",
+              "the composed config: train --cfg job; Hydra's options: train --hydra-help",
+              f"exit codes: {', '.join(f'{c} {s}' for s, c in sorted(EXIT_CODES.items(), key=lambda i: i[1]))}"]
+    return "\n".join(lines)
+
+
 def cli() -> int:
     """Hydra, then the exit code that tells a script what happened (EXIT_CODES)."""
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(usage())
+        return 0
     _outcomes.clear()
     try:
         main()

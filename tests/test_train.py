@@ -143,3 +143,13 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
              for _ in range(3)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert len({d for d in run_dirs(tmp_path / "outputs")}) == 3
+
+
+def test_help_lists_every_group_and_option_fast(tmp_path):
+    from conftest import CONF
+
+    proc = train(tmp_path, "--help")
+    for group in (p for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        line = next(line for line in proc.stdout.splitlines() if line.strip().startswith(group.name + " "))
+        assert {o.strip() for o in line.split(None, 1)[1].split(",")} == {f.stem for f in group.glob("*.yaml")}
+    assert "exit codes: 0 completed, 1 failed, 2 invalid, 3 diverged, 130 interrupted" in proc.stdout
