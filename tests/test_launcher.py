@@ -55,3 +55,46 @@ def test_sweep_on_ray(tmp_path):
     proc, jobs = sweep(tmp_path, "+launcher=ray", *GRID)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {j["status"] for j in jobs.values()} == {"completed"} and len(jobs) == 4
+
+
+@pytest.mark.parametrize("launcher", [["+launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["+launcher=submitit_local", "hydra.sweeper.max_batch_size=2"]],
+                         ids=["joblib", "submitit_local"])
+def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path, launcher):
+    """Job 1 cannot write its dataset cache (its data_dir lies under a file)."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    proc, jobs = sweep(tmp_path, *launcher, "trainer.epochs=1", "data.n_samples=1000", "data.val_size=200",
+                       "data.test_size=200", f"paths.data_dir={tmp_path / 'cache'},{tmp_path / 'blocker' / 'cache'}")
+    assert {n: j["status"] for n, j in jobs.items()} == {"0": "completed", "1": "failed"}
+    assert "Traceback" in (tmp_path / "sweep" / "1" / "error.txt").read_text()
+    assert proc.returncode == 1 and "job 1: failed" in proc.stderr
+
+
+def test_a_killed_job_loses_nothing_else_and_reruns_alone(tmp_path):
+    """SIGKILL one of three submitit jobs mid-training: the other two finish and keep their folders;
+    the same command again trains only the killed job."""
+    import os
+    import signal
+    import time
+
+    args = [TRAIN, "-m", "+launcher=submitit_local", "hydra.sweeper.max_batch_size=3", "data=digits",
+            "trainer.epochs=150", "trainer.seed=0,1,2", "hydra.sweep.dir=sweep"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "sweep" / "1" / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    jobs = []  # (submitit job id, pid) of this sweep's job processes; job ids follow the submission order
+    for pid in subprocess.run(["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True).stdout.split():
+        env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        if str(tmp_path) in env.get("SUBMITIT_LOCAL_COMMAND", ""):
+            jobs.append((int(env["SUBMITIT_LOCAL_JOB_ID"]), int(pid)))
+    assert len(jobs) == 3
+    os.kill(sorted(jobs)[1][1], signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    finished = {p.parent.name: p.read_text() for p in (tmp_path / "sweep").glob("*/summary.json")}
+    assert sorted(finished) == ["0", "2"]
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {p.parent.name: p.read_text() for p in (tmp_path / "sweep").glob("*/summary.json")}
+    assert sorted(after) == ["0", "1", "2"] and all(after[j] == finished[j] for j in finished)  # 0, 2 not retrained
