@@ -97,9 +97,10 @@ def load_runs(*paths) -> pd.DataFrame:
 def varying_keys(runs: pd.DataFrame, include_seeds: bool = False) -> list[str]:
     """Config keys (dotted, plus group choices) whose value differs between runs."""
     summary_cols = set(RUN_COLUMNS) | set(METRICS) | {"run"}
+    groups = config_groups()
     out = []
     for col in runs.columns:
-        if col in summary_cols or ("." not in col and col not in _choice_columns(runs)):
+        if col in summary_cols or ("." not in col and col not in groups):
             continue
         if col.endswith(("._target_", "._partial_")) or (not include_seeds and col in SEED_KEYS):
             continue
@@ -120,9 +121,11 @@ def label_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     return [k for k in keys if "." not in k or not follows_choice(k)]
 
 
-def _choice_columns(runs: pd.DataFrame) -> set[str]:
-    return {c for c in ("data", "model", "init", "norm", "regularizer", "optimizer", "schedule", "early_stopping",
-                        "clip") if c in runs.columns}
+def config_groups() -> set[str]:
+    """The config groups of conf/ (optimizer, init, ..., diagnostics): their choices are config keys too."""
+    from importlib.resources import files
+
+    return {p.name for p in files("runner.conf").iterdir() if p.is_dir() and not p.name.startswith("_")}
 
 
 def mean_ci(values) -> dict:
