@@ -64,7 +64,8 @@ def suggest(rows: list[dict]) -> dict:
 
 def run_lr_find(cfg: DictConfig, run_dir: Path, meta: dict | None = None) -> dict:
     """Check cfg, run the range test, write lr_find.csv, lr_find.png and summary.json."""
-    from runner.run import _identity, prepare, write_csv, write_summary
+    from runner.run import prepare
+    from runner.runfolder import _identity, write_csv, write_summary
 
     trainer, _, device, data, model, optimizer = prepare(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,8 @@ def main(cfg: DictConfig) -> float | None:
     from rich.console import Console
 
     from runner.check import ConfigError
-    from runner.run import previous_outcome, record_failure, run
+    from runner.run import run
+    from runner.runfolder import previous_outcome, record_failure
 
     hc = HydraConfig.get()
     other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output

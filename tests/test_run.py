@@ -3,7 +3,8 @@ import sys
 
 import torch
 
-from runner.run import run, save_atomic, write_atomic
+from runner.run import run
+from runner.runfolder import save_atomic, write_atomic
 
 
 def test_run_folder_contract(make_cfg, tmp_path):
@@ -49,7 +50,7 @@ class Payload:
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
     import pytest
 
-    from runner.run import CheckpointError, load_checkpoint
+    from runner.runfolder import CheckpointError, load_checkpoint
 
     torch.save({"model": {"w": torch.ones(1)}, "extra": Payload()}, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match="refused to load"):
@@ -59,7 +60,7 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
 def test_resume_refuses_a_tampered_checkpoint(make_cfg, tmp_path):
     import pytest
 
-    from runner.run import CheckpointError
+    from runner.runfolder import CheckpointError
 
     cfg = make_cfg("data=digits")
     run(cfg, tmp_path)
@@ -73,7 +74,7 @@ def test_previous_outcome(make_cfg, tmp_path):
     import pytest
 
     from runner.check import ConfigError
-    from runner.run import previous_outcome
+    from runner.runfolder import previous_outcome
 
     cfg = make_cfg("data=digits")
     assert previous_outcome(tmp_path, cfg) == ("fresh", None)

@@ -1,0 +1,114 @@
+"""The run folder's format, owned here and used by `train`, the launchers and `report`:
+the file names, atomic writes (a temporary name, then a rename, so a reader never sees half a
+file), the config hash that identifies a run's experiment, and what a folder already holds."""
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import platform
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import runner
+from runner.check import ConfigError
+
+
+def write_atomic(path: Path, payload: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
+    os.replace(tmp, path)
+
+
+def save_atomic(obj, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, out.getvalue())
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies a run's experiment: the resolved config without where files go."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("paths", "print_config"):
+        c.pop(key, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint of tensors and plain values; anything that needs unpickling code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load, it holds pickled Python objects besides tensors and plain "
+                              f"values, and unpickling them could run code ({str(e).splitlines()[0][:200]})") from None
+
+
+def previous_outcome(run_dir: Path, cfg: DictConfig) -> tuple[str, dict | None]:
+    """What a run folder already holds for cfg: 'skip' (finished with this config), 'resume'
+    (interrupted with this config, last.pt present) or 'fresh' (nothing, failed, or unreadable)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return "fresh", None
+    same = summary.get("config_hash") == config_hash(cfg)
+    if summary.get("status") in FINISHED:
+        if not same:
+            raise ConfigError(f"hydra.run.dir={run_dir}: holds a finished run of another config; refusing to "
+                              "overwrite it (choose another hydra.run.dir or hydra.sweep.dir)")
+        return "skip", summary
+    if summary.get("status") == "interrupted" and same and (run_dir / "last.pt").exists():
+        return "resume", summary
+    return "fresh", summary
+
+
+FINISHED = ("completed", "diverged")
+
+
+def _plain(x):
+    """JSON-safe: non-finite floats become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return [_plain(v) for v in x] if isinstance(x, list) else x
+
+
+def write_summary(run_dir: Path, summary: dict) -> dict:
+    """Write summary.json; return what was written (non-finite numbers as None)."""
+    summary = _plain(summary)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _identity(cfg: DictConfig, meta: dict | None) -> dict:
+    """The summary fields that say which run this is."""
+    return {"config_hash": config_hash(cfg),
+            "versions": {"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            **(meta or {}), "config": OmegaConf.to_container(cfg, resolve=True)}  # = .hydra/config.yaml
+
+
+def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: BaseException, meta: dict | None = None) -> dict:
+    """summary.json with status (failed, invalid, interrupted) and the error; the traceback in error.txt."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if status == "failed":
+        write_atomic(run_dir / "error.txt", "".join(traceback.format_exception(error)))
+    reason = str(error) if status == "invalid" else f"{type(error).__name__}: {error}"
+    return write_summary(run_dir, {"status": status, "stop_reason": reason, **_identity(cfg, meta)})
