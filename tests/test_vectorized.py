@@ -148,7 +148,7 @@ def test_cli_sweep_report_matches_the_basic_launcher(tmp_path):
     assert sorted(p.name for p in (tmp_path / "vec" / "0").iterdir()) == \
         sorted(p.name for p in (tmp_path / "basic" / "0").iterdir())
     a, b = (load_runs(tmp_path / d).sort_values("run") for d in ("basic", "vec"))
-    assert list(a["run"]) == list(b["run"]) and len(a) == 4
+    assert [Path(r).name for r in a["run"]] == [Path(r).name for r in b["run"]] and len(a) == 4
     for column in ("test_acc", "test_loss", "val_loss", "best_value"):
         assert list(b[column]) == pytest.approx(list(a[column]), rel=1e-5), column
     for d in ("basic", "vec"):
