@@ -83,6 +83,13 @@ def test_members_equal_their_ordinary_runs_in_float64(make_cfg, tmp_path, float6
             for key in ra:
                 if key != "seconds":  # losses and metrics are summed in float32 (out.float()), weights are not
                     assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-9), (i, key)
+        da, db = (list(csv.DictReader(open(p / "diagnostics.csv"))) for p in (plain, member))
+        assert len(da) == len(db) > 0 and list(da[0]) == list(db[0])
+        for ra, rb in zip(da, db):
+            assert rb["name"] == ra["name"]
+            for key, value in ra.items():
+                if key != "name":
+                    assert float(rb[key]) == pytest.approx(float(value), rel=1e-6, abs=1e-9, nan_ok=True), (i, key)
         for name_pt in ("last.pt", "best.pt"):
             wa, wb = weights(plain, name_pt), weights(member, name_pt)
             assert list(wa) == list(wb)
