@@ -202,10 +202,33 @@ def test_a_failing_stack_records_every_member_and_the_sweep_goes_on(tmp_path):
     """The data folder is a file, so no stack's dataset can be cached: the first stack fails, every
     member recorded with the error, and the sweep goes on to the second, which fails alike."""
     (tmp_path / "not_a_folder").write_text("")
-    proc = sweep(tmp_path, "+launcher=vectorized", "data=mnist1d", "data.n_samples=600", "trainer.epochs=1",
+    proc = sweep(tmp_path, "hydra/launcher=vectorized", "data=mnist1d", "data.n_samples=600", "trainer.epochs=1",
                  "paths.data_dir=${oc.env:PWD}/not_a_folder/cache", "model.width=16,32", "trainer.seed=0,1",
                  "hydra.sweep.dir=s", env={**os.environ, "PWD": str(tmp_path)})
     statuses = {j: json.loads((tmp_path / "s" / j / "summary.json").read_text())["status"] for j in "0123"}
     assert statuses == dict.fromkeys("0123", "failed")
     assert proc.returncode == 1
     assert "stack of 2 failed" in proc.stdout and (tmp_path / "s" / "0" / "error.txt").exists()
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.mark.parametrize("norm", sorted(p.stem for p in (CONF / "norm").glob("*.yaml")))
+@pytest.mark.parametrize("model", ["mlp", "cnn", "logistic"])
+def test_every_norm_and_stackable_model_trains_in_a_stack(make_cfg, tmp_path, float64, norm, model):
+    """Each member of a stack of two equals its ordinary run, for every norm option (float64)."""
+    if model == "logistic" and norm != "none":
+        pytest.skip("logistic regression has no hidden layer to normalize")
+    shape = {"mlp": ["model.width=16", "model.residual=true", "model.depth=2"], "cnn": ["model.channels=[8,8]"],
+             "logistic": []}[model]
+    cfgs = [make_cfg("data=digits", "trainer.epochs=1", f"model={model}", f"norm={norm}", "regularizer=none", *shape,
+                     f"trainer.seed={s}", *(["norm.num_groups=4"] if norm == "groupnorm" else []), small=False)
+            for s in (0, 1)]
+    summaries = train_stack([{"cfg": c, "run_dir": tmp_path / f"m{i}", "meta": None, "resume": False}
+                             for i, c in enumerate(cfgs)])
+    for i, cfg in enumerate(cfgs):
+        plain = run(cfg, tmp_path / f"o{i}")
+        assert summaries[i]["status"] == plain["status"] == "completed"
+        assert summaries[i]["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-9)
+        assert summaries[i]["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-9)
