@@ -147,6 +147,9 @@ def check_config(cfg: DictConfig) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1")) if cfg.trainer.get("distributed") else 1
     if isinstance(cfg.trainer.batch_size, int) and cfg.trainer.batch_size % world:
         p.append(f"trainer.batch_size={cfg.trainer.batch_size}: must be a multiple of the {world} processes")
+    from runner.logger import problems as logger_problems
+
+    p += logger_problems(cfg)  # conf/logger: a tracker whose extra is not installed
     if p:
         raise ConfigError("\n".join(p))
 

@@ -23,6 +23,7 @@ from runner.build import build
 from runner.check import check_against_data, check_config
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
+from runner.logger import Trackers
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
@@ -173,9 +174,11 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     state = restore(job) if resume else None
     rows: list[dict] = list(state["rows"]) if state else []
+    trackers = Trackers(cfg, run_dir, meta, resume)  # conf/logger: TensorBoard, MLflow, W&B (none by default)
 
     def record(row):
         record_row(job, rows, row)
+        trackers.log(row, job.diag.rows if job.diag else None)
         if on_eval:
             on_eval(row)
 
@@ -192,7 +195,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         extra = {"world_size": torch.distributed.get_world_size(), "ranks_in_sync": _ranks_agree(job.model)}
         if rank:
             return {"status": "completed", "rank": rank, "ranks_in_sync": extra["ranks_in_sync"]}
-    return finish(job, result, interrupted.is_set(), started, extra)
+    return trackers.close(finish(job, result, interrupted.is_set(), started, extra))
 
 
 def finish(job: Job, result: dict, interrupted: bool, started: float, extra: dict | None = None) -> dict:

@@ -41,9 +41,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identifies a run's experiment: the resolved config without where files go."""
+    """Identifies a run's experiment: the resolved config without where files go and which trackers watch it."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("paths", "print_config"):
+    for key in ("paths", "print_config", "logger"):
         c.pop(key, None)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

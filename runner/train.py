@@ -156,6 +156,7 @@ def main(cfg: DictConfig) -> float | None:
     from rich.console import Console
 
     from runner.check import ConfigError
+    from runner.logger import abort as abort_trackers
     from runner.run import run
     from runner.runfolder import previous_outcome, record_failure
 
@@ -196,10 +197,12 @@ def main(cfg: DictConfig) -> float | None:
         return None
     except KeyboardInterrupt as e:  # a second Ctrl-C, or one before training started
         record_failure(run_dir, cfg, "interrupted", e, meta)
+        abort_trackers("interrupted", e)
         _outcomes.append("interrupted")
         raise
     except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
         record_failure(run_dir, cfg, "failed", e, meta)
+        abort_trackers("failed", e)
         Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} (traceback in "
                                    f"{run_dir / 'error.txt'})", soft_wrap=True, highlight=False)
         _outcomes.append("failed")
