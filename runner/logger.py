@@ -31,14 +31,15 @@ def _finite(v) -> bool:
 
 
 def _diag_metrics(rows: list[dict]):
-    """(tag, value, step) of each finite per-layer diagnostic: diag/<stat>/<layer index>:<layer name>."""
-    return [(f"diag/{k}/{r['layer']}:{r['name']}", r[k], r["step"]) for r in rows for k in DIAG_STATS
+    """(tag, value, step) of each finite per-layer diagnostic: diag/<stat>/<layer index>_<layer name>."""
+    return [(f"diag/{k}/{r['layer']}_{r['name']}", r[k], r["step"]) for r in rows for k in DIAG_STATS
             if _finite(r[k])]
 
 
 def _final(summary: dict) -> dict:
-    """The summary's finite numbers (test_acc, gap_loss, best_value, ...): the run's final metrics."""
-    return {k: float(v) for k, v in summary.items() if _finite(v) and k not in ("seed", "params", "world_size")}
+    """The summary's finite numbers (test_acc, gap_loss, best_value, ...) as final/<key>: the run's final metrics
+    (final/train_loss is the final weights' on the whole split, train_loss the running mean during training)."""
+    return {f"final/{k}": float(v) for k, v in summary.items() if _finite(v) and k not in ("seed", "params", "world_size")}
 
 
 class TensorBoard:
@@ -58,7 +59,7 @@ class TensorBoard:
     def close(self, summary: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        final = {f"final/{k}": v for k, v in _final(summary).items()}
+        final = _final(summary)
         for summ in hparams(self.ctx.hparams or {"run": self.ctx.name}, final):  # what the HParams view lists
             self.writer.file_writer.add_summary(summ)
         for k, v in final.items():
@@ -75,6 +76,7 @@ class MLflow:
         from mlflow.entities import Param
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its INFO lines about creating a database
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # nor a line per retry: one per failure
         self.ctx, self.log_checkpoint, self.diagnostics = ctx, log_checkpoint, diagnostics
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         self.client = MlflowClient(uri)

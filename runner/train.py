@@ -188,7 +188,9 @@ def main(cfg: DictConfig) -> float | None:
         else:
             summary = _train_with_progress(cfg, run_dir, console, meta, resume=action == "resume")
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        from rich.markup import escape  # a message may hold brackets: pip install "runner[mlflow]"
+
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         if sweep:
             record_failure(run_dir, cfg, "invalid", e, meta)
         elif not (run_dir / "summary.json").exists():

@@ -1,0 +1,307 @@
+"""Experiment trackers (runner/logger.py), each read back with the tool's own reader and compared
+with the run folder: TensorBoard's EventAccumulator, MLflow's client against its local store, a
+file store and a real `mlflow server`, W&B's offline run file."""
+
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.logger import DIAG_STATS, LOGGERS
+
+TRAIN = str(Path(sys.executable).with_name("train"))
+BIN = Path(sys.executable).parent
+FAST = ["data=digits", "trainer.epochs=2"]
+
+
+def train(cwd, *args, env=None, code=0):
+    proc = subprocess.run([TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == code, proc.stderr[-3000:]
+    return proc
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) if v not in ("", "nan") else math.nan for k, v in row.items()} if "name" not in row
+                else row for row in csv.DictReader(f)]
+
+
+def metric_columns(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """metrics.csv as {column: [(step, value), ...]}, every column but step."""
+    rows = read_csv(run_dir / "metrics.csv")
+    return {k: [(int(r["step"]), r[k]) for r in rows] for k in rows[0] if k != "step"}
+
+
+def diag_columns(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """diagnostics.csv's finite values as {diag/<stat>/<layer>_<name>: [(step, value), ...]}."""
+    out: dict[str, list] = {}
+    with open(run_dir / "diagnostics.csv") as f:
+        for r in csv.DictReader(f):
+            for k in DIAG_STATS:
+                if r[k] not in ("", "nan") and math.isfinite(float(r[k])):
+                    out.setdefault(f"diag/{k}/{r['layer']}_{r['name']}", []).append((int(r["step"]), float(r[k])))
+    return out
+
+
+def flat(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tensorboard(run_dir: Path):
+    """(scalars {tag: [(step, value)]}, HParams {name: value}) read back by TensorBoard's EventAccumulator."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    return scalars, hparams
+
+
+def assert_series_equal(got: dict, want: dict, rel=1e-6):
+    for tag, series in want.items():
+        assert [s for s, _ in got[tag]] == [s for s, _ in series], tag
+        assert [v for _, v in got[tag]] == pytest.approx([v for _, v in series], rel=rel, abs=1e-12), tag
+
+
+def assert_mlflow_matches(client, run, run_dir: Path, status: str = "FINISHED"):
+    """params = the flattened config; metric histories = metrics.csv and diagnostics.csv; the summary's
+    final numbers; status; and the run folder's files as artifacts."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.info.status == status
+    config = {k: v for k, v in summary["config"].items() if k != "logger"}
+    assert run.data.params == {k: str(v) for k, v in flat(config).items()}
+    for tag, series in {**metric_columns(run_dir), **diag_columns(run_dir)}.items():
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag))
+        assert history == [(s, pytest.approx(v, rel=1e-12)) for s, v in series], tag
+    numbers = {k: v for k, v in summary.items() if type(v) in (int, float) and k not in ("seed", "params")}
+    assert {k: run.data.metrics[f"final/{k}"] for k in numbers} == pytest.approx(numbers)
+    assert ("test_acc" in numbers) == (summary["status"] != "interrupted")
+    assert run.data.tags["runner.status"] == summary["status"]
+    assert run.data.tags["runner.run_dir"] == str(run_dir.resolve())
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.json", "metrics.csv",
+                                                                       "diagnostics.csv"}
+
+
+def test_every_logger_file_is_an_option():
+    conf = Path(__file__).resolve().parents[1] / "conf" / "logger"
+    assert sorted(p.stem for p in conf.glob("*.yaml")) == sorted(LOGGERS)
+
+
+def test_tensorboard_and_mlflow_at_once_read_back_equal_the_run_folder(tmp_path):
+    """`+logger=[tensorboard,mlflow]` through the real CLI: TensorBoard's event files and MLflow's default
+    local store (sqlite:///mlflow.db beside outputs/, artifacts in mlruns/) hold what the run folder holds."""
+    from mlflow import MlflowClient
+
+    proc = train(tmp_path, "+logger=[tensorboard,mlflow]", *FAST, "hydra.run.dir=outputs/one")
+    run_dir = tmp_path / "outputs" / "one"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "logger" not in proc.stderr.lower() and "warning" not in proc.stderr.lower(), proc.stderr
+
+    scalars, hparams = tensorboard(run_dir)
+    assert_series_equal(scalars, metric_columns(run_dir))
+    assert_series_equal(scalars, diag_columns(run_dir))
+    assert len(metric_columns(run_dir)["val_loss"]) == 2  # one row per epoch
+    assert scalars["final/test_acc"][0][1] == pytest.approx(summary["test_acc"], rel=1e-6)
+    assert hparams == {"data": "digits", "trainer.epochs": 2.0}  # the overrides, minus logger and hydra ones
+
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("runner")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "one"
+    assert_mlflow_matches(client, run, run_dir)
+
+
+def test_sweep_is_one_mlflow_experiment_and_tensorboard_hparams(tmp_path, monkeypatch):
+    """A 2-job sweep into a file store: one experiment named after the sweep folder, one run per job with its
+    override, and each job's TensorBoard HParams holding its override and final metrics."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses its file store without it
+    env = {"MLFLOW_TRACKING_URI": f"file:{tmp_path / 'store'}"}
+    train(tmp_path, "-m", "+logger=[mlflow,tensorboard]", *FAST, "regularizer.dropout=0,0.5", "hydra.sweep.dir=sw",
+          env=env)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("sw")
+    runs = {r.data.tags["runner.job"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["0", "1"]
+    for job, p in [("0", "0"), ("1", "0.5")]:  # as written on the command line
+        run_dir = tmp_path / "sw" / job
+        assert_mlflow_matches(client, runs[job], run_dir)
+        assert runs[job].data.params["regularizer.dropout"] == p
+        assert runs[job].info.run_name == f"{job}: data=digits trainer.epochs=2 regularizer.dropout={p}"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        scalars, hparams = tensorboard(run_dir)
+        assert hparams == {"data": "digits", "trainer.epochs": 2.0, "regularizer.dropout": float(p)}
+        assert scalars["final/test_loss"] == [(summary["steps"], pytest.approx(summary["test_loss"], rel=1e-6))]
+
+
+def test_statuses_map_to_mlflow(tmp_path, monkeypatch):
+    """diverged -> FAILED and interrupted (SIGINT) -> KILLED through the CLI; a run that raised -> FAILED
+    through abort(), which train.py calls from its except branches."""
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+
+    from runner.logger import Trackers, abort
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses its file store without it
+    env = {"MLFLOW_TRACKING_URI": f"file:{tmp_path / 'store'}"}
+    train(tmp_path, "+logger=mlflow", *FAST, "optimizer.lr=1e12", "init=normal", "init.weight.std=3",
+          "hydra.run.dir=diverged", env=env, code=3)
+    cut = subprocess.Popen([TRAIN, "+logger=mlflow", "data=digits", "trainer.epochs=200", "trainer.batch_size=16",
+                            "hydra.run.dir=cut"], cwd=tmp_path, env={**os.environ, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.csv"
+    deadline = time.time() + 120
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:
+        time.sleep(0.05)
+    cut.send_signal(signal.SIGINT)
+    _, err = cut.communicate(timeout=120)
+    assert cut.returncode == 130, err
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("runner").experiment_id])}
+    assert runs["diverged"].info.status == "FAILED"
+    assert runs["diverged"].data.tags["runner.status"] == "diverged"
+    assert runs["cut"].info.status == "KILLED"
+    assert_mlflow_matches(client, runs["cut"], tmp_path / "cut", status="KILLED")
+
+    cfg = OmegaConf.create({"logger": {"mlflow": {"tracking_uri": env["MLFLOW_TRACKING_URI"],
+                                                  "experiment": "raised"}}, "x": 1})
+    trackers = Trackers(cfg, tmp_path / "raised")
+    trackers.log({"epoch": 1.0, "step": 5, "train_loss": 0.25})
+    abort("failed", RuntimeError("boom"))
+    [run] = client.search_runs([client.get_experiment_by_name("raised").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["runner.stop_reason"] == "RuntimeError: boom"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")] == [(5, 0.25)]
+    assert run.data.params == {"x": "1"}
+
+
+def test_unreachable_tracking_server_is_one_warning(tmp_path):
+    port = free_port()  # nothing listens there
+    proc = train(tmp_path, "+logger=mlflow", *FAST, f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}",
+                 "hydra.run.dir=run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+    out = proc.stdout + proc.stderr
+    warnings = [line for line in out.splitlines() if any(w in line.lower() for w in ("warn", "retry", "mlflow"))]
+    assert len(warnings) == 1, out
+    assert "[WARNING] - logger=mlflow: MlflowException" in warnings[0] and "the run goes on without it" in warnings[0]
+
+
+SHIM = "import sys\nsys.modules[{module!r}] = None  # `import {module}` fails as if it were not installed\n"
+
+
+@pytest.mark.parametrize("name", sorted(LOGGERS))
+def test_missing_extra_is_refused_before_training(tmp_path, name):
+    """The tracker's package made unimportable in the `train` process (a sitecustomize on PYTHONPATH):
+    exit 2, the pip command, and no run folder."""
+    from runner.logger import EXTRAS
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SHIM.format(module=EXTRAS[name]))
+    proc = train(tmp_path, f"+logger={name}", *FAST, env={"PYTHONPATH": str(shim)}, code=2)
+    assert f"logger={name}: the {EXTRAS[name]} package is not installed" in proc.stderr
+    assert f'pip install "runner[{name}]"' in proc.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.*"))
+
+
+def _serve(args: list[str], cwd: Path, url: str, timeout: float = 240):
+    """Start a server (its own process group), wait until url answers; returns the process."""
+    import urllib.request
+
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"{args[0]} exited with {proc.returncode}"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    raise AssertionError(f"{args} did not answer {url} within {timeout} s")
+
+
+def _stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_mlflow_ui_and_a_real_tracking_server(tmp_path):
+    """README's `mlflow ui` where train ran shows the local store's run; then train logs to that server over
+    HTTP (MLFLOW_TRACKING_URI), and params, metric histories, status and artifacts read back through it
+    equal the run folder's."""
+    from mlflow import MlflowClient
+
+    train(tmp_path, "+logger=mlflow", *FAST, "hydra.run.dir=outputs/local")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _serve([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                    tmp_path, f"{uri}/health")
+    try:
+        client = MlflowClient(uri)
+        [local] = client.search_runs([client.get_experiment_by_name("runner").experiment_id])
+        assert_mlflow_matches(client, local, tmp_path / "outputs" / "local")
+
+        train(tmp_path, "-m", "+logger=mlflow", *FAST, "logger.mlflow.experiment=served", "hydra.sweep.dir=sw",
+              env={"MLFLOW_TRACKING_URI": uri})
+        [served] = client.search_runs([client.get_experiment_by_name("served").experiment_id])
+        assert_mlflow_matches(client, served, tmp_path / "sw" / "0")
+    finally:
+        _stop(server)
+
+
+def test_tensorboard_serves_the_outputs_folder(tmp_path):
+    """README's `tensorboard --logdir outputs`: its HTTP API lists each run's scalars and HParams."""
+    import urllib.request
+
+    train(tmp_path, "-m", "+logger=tensorboard", *FAST, "regularizer.dropout=0,0.5",
+          "hydra.sweep.dir=outputs/multirun/sw")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve([str(BIN / "tensorboard"), "--logdir", "outputs", "--host", "127.0.0.1", "--port", str(port)],
+                    tmp_path, f"{url}/data/runs")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # tensorboard reads the logdir in the background
+            tags = json.loads(urllib.request.urlopen(f"{url}/data/plugin/scalars/tags", timeout=10).read())
+            if len(tags) == 2:
+                break
+            time.sleep(1)
+        assert sorted(tags) == ["multirun/sw/0/tb", "multirun/sw/1/tb"]
+        assert {"val_loss", "train_acc", "final/test_acc"} <= set(tags["multirun/sw/0/tb"])
+        query = urllib.parse.urlencode({"run": "multirun/sw/1/tb", "tag": "val_loss"})
+        values = json.loads(urllib.request.urlopen(f"{url}/data/plugin/scalars/scalars?{query}", timeout=10).read())
+        want = metric_columns(tmp_path / "outputs" / "multirun" / "sw" / "1")["val_loss"]
+        assert [(s, v) for _, s, v in values] == [(s, pytest.approx(v, rel=1e-6)) for s, v in want]
+    finally:
+        _stop(server)
