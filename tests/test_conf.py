@@ -8,7 +8,7 @@ from conftest import CONF
 
 from runner.run import run
 
-PRESETS = ("experiment", "launcher", "search")  # `+group=name` presets over the whole config, not options of a run
+PRESETS = ("experiment", "launcher", "search", "logger")  # `+group=name`, not options of a run (logger: test_logger.py)
 OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in PRESETS)
 
 

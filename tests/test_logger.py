@@ -104,9 +104,24 @@ def assert_mlflow_matches(client, run, run_dir: Path, status: str = "FINISHED"):
                                                                        "diagnostics.csv"}
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
+OUTPUT = {"tensorboard": "run/tb/events.out.tfevents.*", "mlflow": "mlflow.db", "wandb": "run/wandb/offline-run-*/*.wandb"}
+
+
 def test_every_logger_file_is_an_option():
-    conf = Path(__file__).resolve().parents[1] / "conf" / "logger"
-    assert sorted(p.stem for p in conf.glob("*.yaml")) == sorted(LOGGERS)
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(LOGGERS) == sorted(OUTPUT)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONF.glob("*.yaml")))
+def test_each_logger_option_composes_and_writes(make_cfg, tmp_path, monkeypatch, caplog, name):
+    """`+logger=NAME` composes and a run writes the tracker's files, with no warning."""
+    from runner.run import run
+
+    monkeypatch.chdir(tmp_path)  # MLflow's local store lands beside outputs/, here
+    summary = run(make_cfg(f"+logger={name}", "data=digits", "trainer.epochs=1"), tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert list(tmp_path.glob(OUTPUT[name]))
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "runner.logger"]
 
 
 def test_tensorboard_and_mlflow_at_once_read_back_equal_the_run_folder(tmp_path):
@@ -256,6 +271,7 @@ def _stop(proc):
         proc.wait()
 
 
+@pytest.mark.slow  # about 90 s on the loaded 2-core machine, most of it the server's start
 def test_mlflow_ui_and_a_real_tracking_server(tmp_path):
     """README's `mlflow ui` where train ran shows the local store's run; then train logs to that server over
     HTTP (MLFLOW_TRACKING_URI), and params, metric histories, status and artifacts read back through it
@@ -305,3 +321,54 @@ def test_tensorboard_serves_the_outputs_folder(tmp_path):
         assert [(s, v) for _, s, v in values] == [(s, pytest.approx(v, rel=1e-6)) for s, v in want]
     finally:
         _stop(server)
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of the offline W&B run in run_dir, read from its .wandb file (LevelDB's log format
+    behind a 7-byte ':W&B' header: 32 KiB blocks of chunks, each with a 7-byte header: crc, length, type)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    [path] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, buf, out = path.read_bytes(), 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:  # the rest of a block too short for a header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            out.append(wandb_internal_pb2.Record.FromString(buf))
+    return out
+
+
+def test_wandb_offline_run_equals_the_run_folder(tmp_path):
+    """A one-job sweep with +logger=wandb: the offline run in the job's folder holds the config, every
+    metrics.csv column and diagnostic at its step, the final metrics, the sweep as its group, exit code 0."""
+    train(tmp_path, "-m", "+logger=wandb", *FAST, "regularizer.dropout=0.5", "hydra.sweep.dir=sw")
+    run_dir = tmp_path / "sw" / "0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = {}
+    for r in wandb_records(run_dir):
+        records.setdefault(r.WhichOneof("record_type"), []).append(r)
+    [run] = [r.run for r in records["run"]]
+    assert run.run_group == "sw" and run.display_name == "0: data=digits trainer.epochs=2 regularizer.dropout=0.5"
+    config = {u.key: json.loads(u.value_json) for u in run.config.update if u.key != "_wandb"}
+    assert config == {k: v for k, v in flat(summary["config"]).items() if not k.startswith("logger.")}
+    got: dict[str, list] = {}
+    for r in records["history"]:
+        items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for k, v in items.items():
+            if not k.startswith("_"):
+                got.setdefault(k, []).append((items["_step"], v))
+    assert_series_equal(got, metric_columns(run_dir), rel=1e-12)
+    assert_series_equal(got, diag_columns(run_dir), rel=1e-12)
+    final = {}
+    for r in records["summary"]:
+        final |= {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update}
+    assert final["final/test_acc"] == summary["test_acc"] and final["status"] == "completed"
+    assert [r.exit.exit_code for r in records["exit"]] == [0]
