@@ -240,7 +240,7 @@ def usage() -> str:
     lines = ["train: train a model as conf/train.yaml and the options below describe; results in outputs/.", "",
              "usage: train [group=option ...] [key=value ...]      one run",
              "       train -m [key=v1,v2 ...] [+experiment=NAME]   a sweep (one job per combination)", "",
-             "config groups (group=option; +group=option for experiment, launcher and search):"]
+             "config groups (group=option; +group=option for experiment, launcher, logger and search):"]
     for g in groups:
         options = sorted(f.name.removesuffix(".yaml") for f in (conf / g).iterdir() if f.name.endswith(".yaml"))
         lines.append(f"  {g:15} {', '.join(options)}")

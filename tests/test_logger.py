@@ -174,8 +174,9 @@ def test_sweep_is_one_mlflow_experiment_and_tensorboard_hparams(tmp_path, monkey
 
 
 def test_statuses_map_to_mlflow(tmp_path, monkeypatch):
-    """diverged -> FAILED and interrupted (SIGINT) -> KILLED through the CLI; a run that raised -> FAILED
-    through abort(), which train.py calls from its except branches."""
+    """diverged -> FAILED and interrupted (SIGINT) -> KILLED through the CLI, then resumed -> the same MLflow
+    run, FINISHED, with the whole history; a run that raised -> FAILED through abort(), which train.py calls
+    from its except branches."""
     from mlflow import MlflowClient
     from omegaconf import OmegaConf
 
@@ -185,8 +186,8 @@ def test_statuses_map_to_mlflow(tmp_path, monkeypatch):
     env = {"MLFLOW_TRACKING_URI": f"file:{tmp_path / 'store'}"}
     train(tmp_path, "+logger=mlflow", *FAST, "optimizer.lr=1e12", "init=normal", "init.weight.std=3",
           "hydra.run.dir=diverged", env=env, code=3)
-    cut = subprocess.Popen([TRAIN, "+logger=mlflow", "data=digits", "trainer.epochs=200", "trainer.batch_size=16",
-                            "hydra.run.dir=cut"], cwd=tmp_path, env={**os.environ, **env},
+    cut_args = ["+logger=mlflow", "data=digits", "trainer.epochs=12", "trainer.batch_size=32", "hydra.run.dir=cut"]
+    cut = subprocess.Popen([TRAIN, *cut_args], cwd=tmp_path, env={**os.environ, **env},
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "cut" / "metrics.csv"
     deadline = time.time() + 120
@@ -202,6 +203,11 @@ def test_statuses_map_to_mlflow(tmp_path, monkeypatch):
     assert runs["diverged"].data.tags["runner.status"] == "diverged"
     assert runs["cut"].info.status == "KILLED"
     assert_mlflow_matches(client, runs["cut"], tmp_path / "cut", status="KILLED")
+    train(tmp_path, *cut_args, env=env)  # resumes, and so does its MLflow run
+    [resumed] = [r for r in client.search_runs([runs["cut"].info.experiment_id]) if r.info.run_name == "cut"]
+    assert resumed.info.run_id == runs["cut"].info.run_id
+    assert_mlflow_matches(client, resumed, tmp_path / "cut")
+    assert len(metric_columns(tmp_path / "cut")["val_loss"]) == 12
 
     cfg = OmegaConf.create({"logger": {"mlflow": {"tracking_uri": env["MLFLOW_TRACKING_URI"],
                                                   "experiment": "raised"}}, "x": 1})
@@ -296,29 +302,48 @@ def test_mlflow_ui_and_a_real_tracking_server(tmp_path):
         _stop(server)
 
 
-def test_tensorboard_serves_the_outputs_folder(tmp_path):
-    """README's `tensorboard --logdir outputs`: its HTTP API lists each run's scalars and HParams."""
+def readme_commands() -> list[str]:
+    """The commands of README's "Experiment trackers" block."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Experiment trackers", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_tracker_commands(tmp_path):
+    """README's tracker commands, in a fresh folder, each train with a tiny budget added: the run and the
+    sweep land in outputs/, and `tensorboard --logdir outputs` serves their scalars (read over its HTTP API,
+    equal to metrics.csv). `mlflow ui` is run by the opt-in test_mlflow_ui_and_a_real_tracking_server."""
+    import shlex
+    import urllib.parse
     import urllib.request
 
-    train(tmp_path, "-m", "+logger=tensorboard", *FAST, "regularizer.dropout=0,0.5",
-          "hydra.sweep.dir=outputs/multirun/sw")
+    commands = readme_commands()
+    assert [c.split()[0] for c in commands] == ["train", "train", "tensorboard", "mlflow"] and commands[3] == "mlflow ui"
+    for command in commands[:2]:
+        train(tmp_path, *shlex.split(command)[1:], *FAST)
+    runs = sorted(str(p.parent.relative_to(tmp_path / "outputs")) for p in (tmp_path / "outputs").rglob("tb/events.*"))
+    assert len(runs) == 3 and sum(r.startswith("multirun/") for r in runs) == 2, runs
+    assert (tmp_path / "mlflow.db").exists()
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve([str(BIN / "tensorboard"), "--logdir", "outputs", "--host", "127.0.0.1", "--port", str(port)],
-                    tmp_path, f"{url}/data/runs")
+    args = shlex.split(commands[2])
+    server = _serve([str(BIN / args[0]), *args[1:], "--host", "127.0.0.1", "--port", str(port)], tmp_path,
+                    f"{url}/data/runs")
     try:
         deadline = time.time() + 60
         while time.time() < deadline:  # tensorboard reads the logdir in the background
             tags = json.loads(urllib.request.urlopen(f"{url}/data/plugin/scalars/tags", timeout=10).read())
-            if len(tags) == 2:
+            if len(tags) == 3:
                 break
             time.sleep(1)
-        assert sorted(tags) == ["multirun/sw/0/tb", "multirun/sw/1/tb"]
-        assert {"val_loss", "train_acc", "final/test_acc"} <= set(tags["multirun/sw/0/tb"])
-        query = urllib.parse.urlencode({"run": "multirun/sw/1/tb", "tag": "val_loss"})
-        values = json.loads(urllib.request.urlopen(f"{url}/data/plugin/scalars/scalars?{query}", timeout=10).read())
-        want = metric_columns(tmp_path / "outputs" / "multirun" / "sw" / "1")["val_loss"]
-        assert [(s, v) for _, s, v in values] == [(s, pytest.approx(v, rel=1e-6)) for s, v in want]
+        assert sorted(tags) == runs
+        for run in runs:
+            assert {"val_loss", "train_acc", "lr", "final/test_acc"} <= set(tags[run])
+            query = urllib.parse.urlencode({"run": run, "tag": "val_loss"})
+            values = json.loads(urllib.request.urlopen(f"{url}/data/plugin/scalars/scalars?{query}", timeout=10).read())
+            want = metric_columns(tmp_path / "outputs" / Path(run).parent)["val_loss"]
+            assert [(s, v) for _, s, v in values] == [(s, pytest.approx(v, rel=1e-6)) for s, v in want]
     finally:
         _stop(server)
 
