@@ -6,10 +6,12 @@ before training, with the pip command). Their calls run on one background thread
 loop never waits on a disk or a server; a tracker's first error is one warning line, and that
 tracker is dropped for the rest of the run while training goes on."""
 
+import contextlib
 import logging
 import math
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,6 +70,24 @@ class TensorBoard:
         self.writer.close()
 
 
+@contextlib.contextmanager
+def _file_lock(uri: str):
+    """An exclusive lock on <database>.lock for a SQLite store (MLflow's migrations race between processes)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class MLflow:
     def __init__(self, ctx, tracking_uri: str | None = None, experiment: str | None = None,
                  log_checkpoint: bool = False, diagnostics: bool = True, http_retries: int = 2):
@@ -77,18 +97,17 @@ class MLflow:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its INFO lines about creating a database
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # nor a line per retry: one per failure
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"alembic\.")  # creating the database
         self.ctx, self.log_checkpoint, self.diagnostics = ctx, log_checkpoint, diagnostics
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-        self.client = MlflowClient(uri)
         name = experiment or (str(ctx.sweep_dir) if ctx.sweep_dir else "runner")
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
+        with _file_lock(uri):  # parallel jobs: one creates the database and the experiment, the others wait
+            self.client = MlflowClient(uri)
+            found = self.client.get_experiment_by_name(name)
             try:
-                eid = self.client.create_experiment(name)
-            except Exception:  # noqa: BLE001 - another job of the sweep created it in between
+                eid = found.experiment_id if found else self.client.create_experiment(name)
+            except Exception:  # noqa: BLE001 - a server: another job of the sweep created it in between
                 eid = self.client.get_experiment_by_name(name).experiment_id
-        else:
-            eid = found.experiment_id
         before = self.client.search_runs([eid], f"tags.`runner.run_dir` = '{ctx.run_dir}'") if ctx.resume else []
         if before:  # resuming an interrupted run: its MLflow run goes on
             self.run_id = before[0].info.run_id

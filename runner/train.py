@@ -123,8 +123,16 @@ def _meta(hc) -> dict:
             "overrides": list(hc.overrides.task)}
 
 
+def _escape(text) -> str:
+    """text for rich, whose markup would eat brackets: +logger=[tensorboard,mlflow], pip install "runner[mlflow]"."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _name(hc) -> str:
-    return f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}" if hc.mode == RunMode.MULTIRUN else "run"
+    return _escape(f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}") if hc.mode == RunMode.MULTIRUN \
+        else "run"
 
 
 def prepare_job(cfg: DictConfig, hc) -> dict | None:
@@ -144,7 +152,7 @@ def prepare_job(cfg: DictConfig, hc) -> dict | None:
             return None
         check_config(cfg)
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {_escape(e)}", soft_wrap=True, highlight=False)
         record_failure(run_dir, cfg, "invalid", e, meta)
         return None
     return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num,
@@ -188,9 +196,7 @@ def main(cfg: DictConfig) -> float | None:
         else:
             summary = _train_with_progress(cfg, run_dir, console, meta, resume=action == "resume")
     except ConfigError as e:
-        from rich.markup import escape  # a message may hold brackets: pip install "runner[mlflow]"
-
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {_escape(e)}", soft_wrap=True, highlight=False)
         if sweep:
             record_failure(run_dir, cfg, "invalid", e, meta)
         elif not (run_dir / "summary.json").exists():
