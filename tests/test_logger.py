@@ -66,7 +66,8 @@ def free_port() -> int:
 
 
 def tensorboard(run_dir: Path):
-    """(scalars {tag: [(step, value)]}, HParams {name: value}) read back by TensorBoard's EventAccumulator."""
+    """(scalars {tag: [(step, value)]}, HParams {name: value} and the status text as "(status text)") read back by
+    TensorBoard's EventAccumulator."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -76,6 +77,8 @@ def tensorboard(run_dir: Path):
     start = plugin_data_pb2.HParamsPluginData.FromString(
         acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
     hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    [status] = acc.Tensors("status/text_summary")
+    hparams["(status text)"] = status.tensor_proto.string_val[0].decode()
     return scalars, hparams
 
 
@@ -142,7 +145,8 @@ def test_tensorboard_and_mlflow_at_once_read_back_equal_the_run_folder(tmp_path)
     assert_series_equal(scalars, diag_columns(run_dir))
     assert len(metric_columns(run_dir)["val_loss"]) == 2  # one row per epoch
     assert scalars["final/test_acc"][0][1] == pytest.approx(summary["test_acc"], rel=1e-6)
-    assert hparams == {"data": "digits", "trainer.epochs": 2.0}  # the overrides, minus logger and hydra ones
+    assert hparams == {"data": "digits", "trainer.epochs": 2.0,  # the overrides, minus logger and hydra ones
+                       "(status text)": "completed: reached trainer.epochs=2"}
 
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -172,7 +176,8 @@ def test_sweep_is_one_mlflow_experiment_and_tensorboard_hparams(tmp_path, monkey
         assert runs[job].info.run_name == f"{job}: data=digits trainer.epochs=2 regularizer.dropout={p}"
         summary = json.loads((run_dir / "summary.json").read_text())
         scalars, hparams = tensorboard(run_dir)
-        assert hparams == {"data": "digits", "trainer.epochs": 2.0, "regularizer.dropout": float(p)}
+        assert hparams == {"data": "digits", "trainer.epochs": 2.0, "regularizer.dropout": float(p),
+                           "(status text)": "completed: reached trainer.epochs=2"}
         assert scalars["final/test_loss"] == [(summary["steps"], pytest.approx(summary["test_loss"], rel=1e-6))]
 
 
