@@ -50,7 +50,7 @@ def stack_key(cfg: DictConfig) -> str | None:
     except Exception:  # noqa: BLE001 - an interpolation into hydra's node: not ours to judge, run it alone
         return None
     if (c.get("lr_find", {}).get("enabled") or c["trainer"].get("distributed") or c["trainer"].get("compile")
-            or c["model"].get("_target_") not in STACKABLE_MODELS or c.get("augment") or c.get("logger")):
+            or c["model"].get("_target_") not in STACKABLE_MODELS or c.get("augment")):
         return None
     c["optimizer"] = {k: v for k, v in c["optimizer"].items() if not _numeric(v)}
     for key in FREE:
@@ -302,6 +302,7 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
     folder; return their summaries. The data is loaded once;
     each member's model, optimizer and the rest are built from its own config as runner.run.run builds
     them. An exception records every member as failed and is raised again."""
+    from runner.logger import Trackers
     from runner.run import build_model, finish, make_job, record_row, restore, schema, setup
     from runner.runfolder import record_failure
     from runner.schema import EarlyStoppingConfig, TrainerConfig
@@ -318,9 +319,11 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
             m["run_dir"].mkdir(parents=True, exist_ok=True)
         states = [restore(j) if m["resume"] else None for j, m in zip(jobs, members)]
         csv_rows = [list(s["rows"]) if s else [] for s in states]
+        trackers = [Trackers(m["cfg"], m["run_dir"], m["meta"], m["resume"]) for m in members]  # conf/logger
 
         def record(k, row):
             record_row(jobs[k], csv_rows[k], row)
+            trackers[k].log(row, jobs[k].diag.rows if jobs[k].diag else None)
             if on_eval:
                 on_eval(k, row)
 
@@ -331,13 +334,17 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
                                  lambda k, row, s=s: record(s + k, row))
         summaries = []
         for k, (job, result) in enumerate(zip(jobs, results)):
-            summaries.append(finish(job, result, result["stop_reason"].startswith("interrupted"), started))
+            summaries.append(trackers[k].close(finish(job, result, result["stop_reason"].startswith("interrupted"),
+                                                      started)))
             done += 1
             if on_done:
                 on_done(k, summaries[-1])
         return summaries
     except Exception as e:
         from runner.check import ConfigError
+        from runner.logger import abort
+
+        abort("failed", e)  # trackers' runs end as failed
 
         for m in members[done:]:  # what finished stays as it was written
             record_failure(m["run_dir"], m["cfg"], "invalid" if isinstance(e, ConfigError) else "failed", e, m["meta"])

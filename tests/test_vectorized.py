@@ -232,3 +232,16 @@ def test_every_norm_and_stackable_model_trains_in_a_stack(make_cfg, tmp_path, fl
         assert summaries[i]["status"] == plain["status"] == "completed"
         assert summaries[i]["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-9)
         assert summaries[i]["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-9)
+
+
+def test_members_feed_their_trackers(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = sweep(tmp_path, "+launcher=vectorized", "+logger=tensorboard", "data=digits", "trainer.epochs=2",
+                 "trainer.seed=0,1", "hydra.sweep.dir=s")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stack of 2" in proc.stdout
+    for job in "01":
+        events = EventAccumulator(str(tmp_path / "s" / job / "tb")).Reload()
+        logged = [e.value for e in events.Scalars("val_loss")]
+        assert logged == pytest.approx([r["val_loss"] for r in rows(tmp_path / "s" / job)], rel=1e-6)
