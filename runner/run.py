@@ -17,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import data as data_module
 from runner import init as init_module
+from runner.augment import make_augment
 from runner.build import build
 from runner.check import check_against_data, check_config
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
+from runner.model import with_input_norm
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
@@ -94,7 +96,9 @@ def prepare(cfg: DictConfig):
     model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm),
                              dropout=cfg.regularizer.dropout, input_dropout=cfg.regularizer.input_dropout)
     init_module.apply(model, build(cfg.init.weight), build(cfg.init.bias))
-    model.to(device)
+    model = with_input_norm(model, data.mean, data.std)  # uint8 images: converted per batch on the device
+    model.to(device, memory_format=torch.channels_last if device.type == "cuda" and data.kind == "image"
+             else torch.preserve_format)
     if trainer.compile:
         model.compile()
     optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
@@ -139,7 +143,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     with trap_signals(interrupted) if not trainer.distributed else contextlib.nullcontext():
         result = fit(net, data, optimizer, lr_at, trainer, stopping, penalty=make_penalty(model, cfg.regularizer),
                      clip=build(cfg.clip), plateau=plateau, diagnostics=diag, on_eval=None if rank else record,
-                     interrupted=interrupted,
+                     interrupted=interrupted, augment=make_augment(cfg.augment, data),
                      resume=state)
     if trainer.distributed:
         in_sync = _ranks_agree(model)
