@@ -207,7 +207,7 @@ def _targets(task: str, ys: list[np.ndarray], cfg: DictConfig) -> list[np.ndarra
         return [y.astype(np.float32).reshape(len(y), -1) for y in ys]
     classes, labels = np.unique(np.concatenate(ys), return_inverse=True)
     if len(classes) < 2:
-        raise ConfigError(f"data.name={cfg.name}: the target has one class ({classes[0]!r}); "
+        raise ConfigError(f"data.name={cfg.name}: the target has one class ({classes.tolist()[0]!r}); "
                           f"classification needs two or more")
     return list(np.split(labels.astype(np.int64), np.cumsum([len(y) for y in ys])[:-1]))
 
@@ -236,7 +236,8 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
     if own_test and cfg.test_size is not None:
         raise ConfigError(f"data.test_size={cfg.test_size}: {cfg.name} has its own test split, which is used; "
                           f"leave data.test_size null")
-    if not own_test and cfg.test_size is None:
+    test_size = cfg.test_size if cfg.test_size is not None or cfg.name != "npz" else 0.15  # npz without x_test
+    if not own_test and test_size is None:
         raise ConfigError(f"data.test_size=null: {cfg.name} has no test split of its own; give a count or a fraction")
     y, *own_test_y = _targets(task, [y, *own_test[1:]], cfg) if cfg.name in ("npz", "csv") else [y, *own_test[1:]]
     rng = np.random.default_rng(cfg.seed)
@@ -247,7 +248,7 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
         test, n_val = np.arange(n, len(x)), _count(cfg.val_size, n, "val_size")
         val, train = order[:n_val], order[n_val:]
     else:
-        n_val, n_test = _count(cfg.val_size, n, "val_size"), _count(cfg.test_size, n, "test_size")
+        n_val, n_test = _count(cfg.val_size, n, "val_size"), _count(test_size, n, "test_size")
         test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     if cfg.train_size is not None:
         train = train[: _count(cfg.train_size, len(train) + 1, "train_size")]
