@@ -140,9 +140,7 @@ def make_augment(cfg: DictConfig | None, data) -> Augment | None:
         for key, rule in rules.items():
             if key in params and not _RULES[rule][0](params[key]):
                 problems.append(f"augment.{name}.{key}={params[key]!r}: must be {_RULES[rule][1]}")
-        size, length = min(shape[-2:]), shape[-1]
-        if name == "crop_flip" and params.get("pad") == 0 and params.get("flip") is False:
-            problems.append("augment.crop_flip: pad=0 and flip=false change nothing; set pad >= 1 or flip=true")
+        size, length = min(shape[-2:]), shape[-1]  # pad=0 flip=false is allowed: the zero point of a sweep over pad
         if name == "cutout" and isinstance(params.get("size"), int) and params["size"] > size:
             problems.append(f"augment.cutout.size={params['size']}: must be at most the image side {size}")
         if name == "shift" and isinstance(params.get("max"), int) and params["max"] >= length:

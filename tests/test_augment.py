@@ -85,7 +85,7 @@ def test_each_option_refuses_data_it_does_not_fit(option, kind, shape):
 def test_bad_settings_are_named():
     data = splits("image", (1, 8, 8), mean=torch.tensor([3.0]), std=torch.tensor([2.0]))
     cases = {"cutout": ({"size": 9}, "augment.cutout.size=9: must be at most the image side 8"),
-             "crop_flip": ({"pad": 0, "flip": False}, "change nothing"),
+             "crop_flip": ({"pad": -1, "flip": True}, "augment.crop_flip.pad=-1: must be an integer >= 0"),
              "mixup": ({"alpha": 0}, r"augment.mixup.alpha=0: must be a number > 0"),
              "noise": ({"std": 0.1, "sd": 1}, r"augment.noise.sd: not a setting of noise"),
              "blur": ({}, r"augment.blur: not an augmentation; choose from \['crop_flip'")}
