@@ -113,7 +113,8 @@ _RULES = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "positive": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
                  "a number > 0"),
-    "open_unit": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "a number in (0, 1)"),
+    "open_unit": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                  "a number in (0, 1)"),
 }
 
 
@@ -132,7 +133,8 @@ def make_augment(cfg: DictConfig | None, data) -> Augment | None:
         params = dict(params or {})
         if data.kind not in kinds:
             problems.append(f"augment={name}: does not fit {data.kind} data of shape {shape}; it takes "
-                            f"{' or '.join(sorted(kinds))} data (images: data=digits data.image=true, mnist, cifar10...)")
+                            f"{' or '.join(sorted(kinds))} data (images: data=digits data.image=true, mnist, "
+                            f"cifar10...)")
             continue
         for key in sorted(set(params) ^ set(rules)):
             problems.append(f"augment.{name}.{key}: " + ("not a setting of " + name if key in params else "missing")

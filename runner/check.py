@@ -87,7 +87,8 @@ def check_config(cfg: DictConfig) -> None:
                       ("schedule.min_lr", "non_negative"), ("schedule.min_ratio", "fraction"),
                       ("schedule.decay", "non_negative"), ("schedule.div_factor", "positive"),
                       ("schedule.final_div_factor", "positive"), ("schedule.threshold", "non_negative"),
-                      ("data.val_size", "size"), ("data.label_noise", "probability"), ("data.download_timeout", "positive"),
+                      ("data.val_size", "size"), ("data.label_noise", "probability"),
+                      ("data.download_timeout", "positive"),
                       ("data.n_samples", "count"), ("data.noise", "non_negative"), ("data.arms", "count"),
                       ("data.in_features", "count"), ("data.out_features", "count"), ("data.hidden", "count")]:
         _check(p, cfg, key, rule)
@@ -103,8 +104,9 @@ def check_config(cfg: DictConfig) -> None:
             p.append(f"model.channels[{i}]={c!r}: must be an integer >= 1")
     if "kernel_size" in cfg.model and isinstance(cfg.model.kernel_size, int) and cfg.model.kernel_size % 2 == 0:
         p.append(f"model.kernel_size={cfg.model.kernel_size}: must be odd (the padding keeps the length)")
-    if str(cfg.model.get("_target_")).endswith("ResNet") and isinstance(cfg.model.depth, int) and (cfg.model.depth - 2) % 6:
-        p.append(f"model.depth={cfg.model.depth}: must be 6n + 2 (20, 32, 44, 56, 110: n blocks in each of 3 stages)")
+    depth = cfg.model.get("depth")
+    if str(cfg.model.get("_target_")).endswith("ResNet") and isinstance(depth, int) and (depth < 8 or (depth - 2) % 6):
+        p.append(f"model.depth={depth}: must be 6n + 2 (20, 32, 44, 56, 110: n blocks in each of 3 stages)")
     _one_of(p, cfg, "model.activation", ACTIVATIONS)
     _one_of(p, cfg, "model.norm_position", ["before", "after"])
     _one_of(p, cfg, "data.name", DATASETS)

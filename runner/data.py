@@ -194,7 +194,8 @@ def _count(size: float, n: int, key: str) -> int:
 def _task(cfg: DictConfig, y: np.ndarray) -> str:
     """data.task when given, else from the targets' type: floating point is regression."""
     if cfg.get("task") not in (None, "classification", "regression"):
-        raise ConfigError(f"data.task={cfg.task!r}: must be null (from the target's type), classification or regression")
+        raise ConfigError(f"data.task={cfg.task!r}: must be null (from the target's type), classification or "
+                          f"regression")
     return cfg.get("task") or ("regression" if cfg.name in REGRESSION or np.issubdtype(y.dtype, np.floating)
                                else "classification")
 
@@ -261,7 +262,8 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
     mean = std = None
     if x.dtype == np.uint8:  # stays uint8; Normalize converts each batch with the training split's statistics
         mean, std = _channel_stats(x[train]) if cfg.standardize else (np.zeros(x.shape[1]), np.full(x.shape[1], 255.0))
-        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(np.where(std > 0, std, 1.0), dtype=torch.float32)
+        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(np.where(std > 0, std, 1.0),
+                                                                          dtype=torch.float32)
     else:
         x = x.astype(np.float32)
         if cfg.standardize:

@@ -23,15 +23,18 @@ _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-
 # version from its authors' page (https://www.cs.toronto.edu/~kriz/cifar.html).
 SOURCES = {
     "mnist": (["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
-              dict(zip((f + ".gz" for f in _IDX), ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                                                   "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")))),
+              dict(zip((f + ".gz" for f in _IDX), ("f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                                   "d53e105ee54ea40749a09fcbcd1e9432",
+                                                   "9fb629c4189551a2d022fa330f9573f3",
+                                                   "ec29112dd5afa0611ce80d1b7f02629c")))),
     "fashion_mnist": (["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
                       dict(zip((f + ".gz" for f in _IDX), ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                                                            "25c81989df183df01b3e8a0aad5dffbe",
                                                            "bef4ecab320f06d8554ea6380940ec79",
                                                            "bb300cfdad3c16e7a12a480ee83cd310")))),
     "cifar10": (["https://www.cs.toronto.edu/~kriz/"], {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"}),
-    "cifar100": (["https://www.cs.toronto.edu/~kriz/"], {"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"}),
+    "cifar100": (["https://www.cs.toronto.edu/~kriz/"],
+                 {"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"}),
 }
 # The members of each CIFAR archive: (folder, training files, test file, label bytes per record)
 CIFAR = {"cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], "test_batch.bin", 1),
@@ -107,7 +110,8 @@ def idx_dataset(name: str, root: Path, timeout: float):
     arrays = [read_idx(find(stem), 3 if "images" in stem else 1) for stem in _IDX]
     for (images, labels), split in ((arrays[:2], "train"), (arrays[2:], "t10k")):
         if len(images) != len(labels):
-            raise ConfigError(f"{root}: {split}-images has {len(images)} images but {split}-labels {len(labels)} labels")
+            raise ConfigError(f"{root}: {split}-images has {len(images)} images but {split}-labels "
+                              f"{len(labels)} labels")
     x, y, x_test, y_test = arrays
     return x[:, None], y.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
 
