@@ -150,3 +150,25 @@ def test_composition_through_the_cli(tmp_path):
     refused = subprocess.run([train, "augment=crop_flip", "trainer.epochs=1"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode == 2 and "augment=crop_flip: does not fit signal data of shape (40,)" in refused.stderr
+
+
+def test_an_interrupted_augmented_run_resumes_exactly(make_cfg, tmp_path):
+    """The augmentations draw from torch's generators, whose states last.pt keeps: a run cut
+    after its second evaluation and resumed ends with the metrics of one never interrupted."""
+    import os
+    import signal
+
+    from runner.run import run
+
+    cfg = make_cfg("data=digits", "data.image=true", "model=cnn", "model.channels=[8]", "model.kernel_size=3",
+                   "trainer.epochs=5", "augment=[crop_flip,cutout,mixup]", "augment.cutout.size=3",
+                   "augment.crop_flip.pad=1", "diagnostics=off")
+    whole = run(cfg, tmp_path / "whole")
+    cut = run(cfg, tmp_path / "cut", on_eval=lambda row: row["epoch"] == 2 and os.kill(os.getpid(), signal.SIGINT))
+    assert cut["status"] == "interrupted" and cut["steps"] < whole["steps"]
+    resumed = run(cfg, tmp_path / "cut", resume=True)
+
+    def rows(name):
+        return [line.rsplit(",", 1)[0] for line in (tmp_path / name / "metrics.csv").read_text().splitlines()]
+
+    assert rows("cut") == rows("whole") and resumed["test_loss"] == whole["test_loss"]
