@@ -53,7 +53,7 @@ def metric_columns(cfg: DictConfig) -> list[str]:
     """The columns metrics.csv will have for this config (what monitor keys may name)."""
     from runner.data import REGRESSION
 
-    metric = "r2" if cfg.data.name in REGRESSION else "acc"
+    metric = "r2" if cfg.data.name in REGRESSION or cfg.data.get("task") == "regression" else "acc"
     return ["train_loss", f"train_{metric}", f"val_{metric}", "val_loss", "lr", "grad_norm"]
 
 
@@ -87,12 +87,14 @@ def check_config(cfg: DictConfig) -> None:
                       ("schedule.min_lr", "non_negative"), ("schedule.min_ratio", "fraction"),
                       ("schedule.decay", "non_negative"), ("schedule.div_factor", "positive"),
                       ("schedule.final_div_factor", "positive"), ("schedule.threshold", "non_negative"),
-                      ("data.val_size", "size"), ("data.test_size", "size"), ("data.label_noise", "probability"),
+                      ("data.val_size", "size"), ("data.label_noise", "probability"),
+                      ("data.download_timeout", "positive"),
                       ("data.n_samples", "count"), ("data.noise", "non_negative"), ("data.arms", "count"),
                       ("data.in_features", "count"), ("data.out_features", "count"), ("data.hidden", "count")]:
         _check(p, cfg, key, rule)
     _check(p, cfg, "early_stopping.patience", "count0", optional=True)
     _check(p, cfg, "data.train_size", "size", optional=True)
+    _check(p, cfg, "data.test_size", "size", optional=True)  # null: the dataset's own test split
     _check(p, cfg, "trainer.num_threads", "count", optional=True)
     for i, beta in enumerate(cfg.optimizer.get("betas") or []):
         if not RULES["probability"][0](beta):
@@ -102,6 +104,9 @@ def check_config(cfg: DictConfig) -> None:
             p.append(f"model.channels[{i}]={c!r}: must be an integer >= 1")
     if "kernel_size" in cfg.model and isinstance(cfg.model.kernel_size, int) and cfg.model.kernel_size % 2 == 0:
         p.append(f"model.kernel_size={cfg.model.kernel_size}: must be odd (the padding keeps the length)")
+    depth = cfg.model.get("depth")
+    if str(cfg.model.get("_target_")).endswith("ResNet") and isinstance(depth, int) and (depth < 8 or (depth - 2) % 6):
+        p.append(f"model.depth={depth}: must be 6n + 2 (20, 32, 44, 56, 110: n blocks in each of 3 stages)")
     _one_of(p, cfg, "model.activation", ACTIVATIONS)
     _one_of(p, cfg, "model.norm_position", ["before", "after"])
     _one_of(p, cfg, "data.name", DATASETS)

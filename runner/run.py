@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import data as data_module
 from runner import init as init_module
+from runner.augment import make_augment
 from runner.build import build
 from runner.check import check_against_data, check_config
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
 from runner.logger import Trackers
+from runner.model import with_input_norm
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
@@ -101,7 +103,9 @@ def build_model(cfg: DictConfig, data, device: torch.device, seed: int):
     model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm),
                              dropout=cfg.regularizer.dropout, input_dropout=cfg.regularizer.input_dropout)
     init_module.apply(model, build(cfg.init.weight), build(cfg.init.bias))
-    model.to(device)
+    model = with_input_norm(model, data.mean, data.std)  # uint8 images: converted per batch on the device
+    model.to(device, memory_format=torch.channels_last if device.type == "cuda" and data.kind == "image"
+             else torch.preserve_format)
     optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
     return model, optimizer
 
@@ -189,7 +193,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     with trap_signals(interrupted) if not distributed else contextlib.nullcontext():
         result = fit(net, job.data, job.optimizer, job.lr_at, job.trainer, job.stopping, penalty=job.penalty,
                      clip=job.clip, plateau=job.plateau, diagnostics=job.diag, on_eval=None if rank else record,
-                     interrupted=interrupted, resume=state)
+                     interrupted=interrupted, augment=make_augment(job.cfg.augment, job.data), resume=state)
     extra = {}
     if distributed:
         extra = {"world_size": torch.distributed.get_world_size(), "ranks_in_sync": _ranks_agree(job.model)}

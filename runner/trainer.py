@@ -49,11 +49,12 @@ def _is_due(step: int, steps_per_epoch: int, total: int, cfg: TrainerConfig) -> 
 
 def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: EarlyStoppingConfig, *,
         penalty=None, clip=None, plateau=None, diagnostics=None, on_eval=None, interrupted=None,
-        resume: dict | None = None) -> dict:
+        augment=None, resume: dict | None = None) -> dict:
     """Train model in place for cfg.epochs, until early stopping, divergence (a non-finite loss)
     or until the `interrupted` event is set; the last weights stay in model. Returns the metrics
     rows, the best evaluation's state dict, why training ended, and the loop's `state`, from
-    which `resume` continues exactly where it stopped."""
+    which `resume` continues exactly where it stopped. `augment(x, y) -> (x, y)` transforms each
+    training batch (runner.augment; its targets may be mixed class probabilities)."""
     n, rank, world = len(data.x_train), *_ranks()
     spe = n // min(cfg.batch_size, n)
     bs = min(cfg.batch_size, n) // world  # this process's share: every world-th sample of each global batch
@@ -86,9 +87,10 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         lr = lr_at(step) * (plateau.scale if plateau else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        x, y = augment(data.x_train[idx], data.y_train[idx]) if augment else (data.x_train[idx], data.y_train[idx])
         with amp:
-            out = model(data.x_train[idx]).float()
-        loss = loss_fn(out, data.y_train[idx])
+            out = model(x).float()
+        loss = loss_fn(out, y)
         optimizer.zero_grad(set_to_none=True)
         (loss + penalty() if penalty else loss).backward()
         due = _is_due(step + 1, spe, total, cfg)

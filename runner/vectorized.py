@@ -132,7 +132,10 @@ def stack_template(jobs: list[Job]) -> tuple[nn.Module, dict[str, torch.Tensor]]
                 key = "regularizer.input_dropout" if child.p == _INPUT else "regularizer.dropout"
                 ps[f"{parent_name}.{name}.p".lstrip(".")] = torch.tensor(
                     [float(OmegaConf.select(j.cfg, key)) for j in jobs], device=jobs[0].device)
-    return template.to(jobs[0].device), ps
+    from runner.model import with_input_norm
+
+    return with_input_norm(template, data.mean, data.std).to(jobs[0].device), {
+        (f"1.{name}" if data.mean is not None else name): p for name, p in ps.items()}
 
 
 def _stack_state(jobs, states, device) -> dict:

@@ -38,7 +38,9 @@ INVALID = [
     (["lookahead.k=5", "lookahead.alpha=0"], "lookahead.alpha=0"),
     (["trainer.precision=fp16"], "trainer.precision='fp16': must be one of ['bf16', 'fp32']"),
     (["init=he", "init.weight.mode=fan_avg"], "init.weight.mode='fan_avg'"),
-    (["data.name=cifar10"], "data.name='cifar10'"),
+    (["data.name=imagenet"], "data.name='imagenet'"),
+    (["model=resnet", "model.depth=21"], "model.depth=21: must be 6n + 2"),
+    (["data=mnist", "data.download_timeout=0"], "data.download_timeout=0: must be a number > 0"),
     (["+schedule.step_size=7"], "schedule.step_size=7: schedule=constant has no such setting"),
     # Hydra's own refusals (a key that does not exist, a wrong type, an unknown option) exit 2 as well
     (["trainer.epoch=5"], "Key 'epoch' not in 'TrainerConfig'"),

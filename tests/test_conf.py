@@ -15,12 +15,42 @@ OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.par
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
     assert groups == {"optimizer", "init", "norm", "regularizer", "schedule", "early_stopping", "clip", "model", "data",
-                      "diagnostics", "lr_find"}
+                      "diagnostics", "lr_find", "augment"}
+
+
+IMAGES = ["data=digits", "data.image=true"]
+NEEDS = {("augment", "crop_flip"): IMAGES, ("augment", "cutout"): IMAGES}  # options that refuse the default MNIST-1D
+
+
+def data_files(option: str, root) -> list[str]:
+    """Tiny files in the exact format each file-reading data option expects (nothing can be downloaded here)."""
+    import numpy as np
+    from test_dataset_files import cifar_records, write_cifar10, write_mnist
+
+    if option in ("mnist", "fashion_mnist"):
+        write_mnist(root, n_train=40)
+    elif option == "cifar10":
+        write_cifar10(root, archive=True, n=8)
+    elif option == "cifar100":
+        (root / "cifar-100-binary").mkdir(parents=True)
+        for name, n in (("train.bin", 40), ("test.bin", 8)):
+            (root / "cifar-100-binary" / name).write_bytes(cifar_records(n, 2, 20)[0])
+    elif option == "npz":
+        rng = np.random.default_rng(0)
+        np.savez(root.with_suffix(".npz"), x=rng.normal(size=(60, 4)), y=np.arange(60) % 3)
+        return [f"data.path={root.with_suffix('.npz')}"]
+    elif option == "csv":
+        root.with_suffix(".csv").write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(60)))
+        return [f"data.path={root.with_suffix('.csv')}", "data.target=y"]
+    else:
+        return []
+    return [f"data.root={root}", "data.val_size=8"]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_trains(make_cfg, tmp_path, group, option):
-    cfg = make_cfg(f"{group}={option}", "trainer.epochs=1")
+    extra = data_files(option, tmp_path / "data") if group == "data" else NEEDS.get((group, option), [])
+    cfg = make_cfg(f"{group}={option}", "trainer.epochs=1", *extra)
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed", summary["stop_reason"]
     assert summary["steps"] > 0

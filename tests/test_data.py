@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from runner.check import ConfigError
 from runner.data import load
 
 
@@ -65,3 +66,110 @@ def test_sizes_that_leave_nothing_are_refused(make_cfg, tmp_path):
 def test_unknown_dataset_names_the_choices(make_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"data.name='cifar'.*mnist1d"):
         load(make_cfg("data=moons", "data.name=cifar").data, tmp_path)
+
+
+def test_digits_as_uint8_images_with_training_channel_statistics(make_cfg, tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load(make_cfg("data=digits", "data.image=true").data, tmp_path)
+    assert d.kind == "image" and d.input_shape == (1, 8, 8) and d.x_train.dtype == torch.uint8
+    flat = load(make_cfg("data=digits", "data.standardize=false").data, tmp_path)
+    assert torch.equal(d.x_train.reshape(-1, 64).float(), flat.x_train)  # same split, same pixels
+    pixels = load_digits().images
+    assert d.x_train.max() == 16 and torch.equal(torch.cat([d.x_train, d.x_val, d.x_test]).sum(),
+                                                 torch.tensor(int(pixels.sum())))
+    train = d.x_train.double()
+    torch.testing.assert_close(d.mean.double(), train.mean().view(1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(d.std.double(), train.std(unbiased=False).view(1), rtol=1e-6, atol=0)
+
+
+def test_mnist_keeps_its_official_test_split(make_cfg, tmp_path):
+    from test_dataset_files import write_mnist
+
+    arrays = write_mnist(tmp_path / "mnist", n_train=30, n_test=12)
+    d = load(make_cfg("data=mnist", "data.val_size=10").data, tmp_path)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (20, 10, 12)
+    assert torch.equal(d.x_test[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
+    assert d.input_shape == (1, 28, 28) and d.x_train.dtype == torch.uint8 and d.num_outputs == 10
+    with pytest.raises(ConfigError, match=r"data.test_size=0.2: mnist has its own test split.*leave data.test_size null"):
+        load(make_cfg("data=mnist", "data.val_size=10", "data.test_size=0.2").data, tmp_path)
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_with_and_without_a_test_split(make_cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 5)).astype(np.float32), rng.integers(3, 6, 100)  # labels 3, 4, 5
+    path = write_npz(tmp_path / "d.npz", x=x, y=y, x_test=x[:7], y_test=y[:7])
+    d = load(make_cfg("data=npz", f"data.path={path}", "data.val_size=20").data, tmp_path)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (80, 20, 7)
+    assert d.task == "classification" and d.num_outputs == 3 and torch.equal(d.y_test, torch.from_numpy(y[:7] - 3))
+    path = write_npz(tmp_path / "r.npz", x=x, y=x.sum(1))  # float target: regression
+    d = load(make_cfg("data=npz", f"data.path={path}", "data.test_size=0.1").data, tmp_path)
+    assert d.task == "regression" and d.y_train.shape == (75, 1) and len(d.x_test) == 10
+    images = write_npz(tmp_path / "i.npz", x=rng.integers(0, 256, (50, 3, 4, 4), dtype=np.uint8), y=np.arange(50) % 2)
+    d = load(make_cfg("data=npz", f"data.path={images}", "data.val_size=5", "data.test_size=5").data, tmp_path)
+    assert d.kind == "image" and d.x_train.dtype == torch.uint8 and d.mean.shape == (3,)
+
+
+def test_npz_bad_inputs(make_cfg, tmp_path):
+    x = np.ones((10, 3), np.float32)
+    cases = {
+        "data.path=None: give the npz file": None,
+        "no such file": str(tmp_path / "missing.npz"),
+        r"holds arrays \['x'\]; expected x and y": write_npz(tmp_path / "a.npz", x=x),
+        "array x has 1 NaN or infinite values": write_npz(tmp_path / "b.npz", x=np.where(np.eye(10, 3) * np.eye(10, 1),
+                                                                                         np.nan, x), y=np.arange(10) % 2),
+        "target has one class": write_npz(tmp_path / "c.npz", x=x, y=np.zeros(10, int)),
+        "x has 10 rows but y 9": write_npz(tmp_path / "d.npz", x=x, y=np.arange(9)),
+        "not a readable .npz file": str((tmp_path / "e.npz").write_text("text") and tmp_path / "e.npz"),
+    }
+    for message, path in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load(make_cfg("data=npz", f"data.path={path}" if path else "data.path=null", "data.test_size=2",
+                          "data.val_size=2").data, tmp_path)
+
+
+def test_csv_classification_regression_and_text_labels(make_cfg, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=60), "b": rng.integers(0, 9, 60), "kind": ["cat", "dog", "eel"] * 20})
+    table["price"] = 2.0 * table.a + 0.5
+    table.to_csv(tmp_path / "t.csv", index=False)
+    clf = load(make_cfg("data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=kind").data, tmp_path)
+    assert clf.task == "classification" and clf.num_outputs == 3 and clf.input_shape == (3,)  # a, b, price
+    table.drop(columns="kind").to_csv(tmp_path / "r.csv", index=False)
+    reg = load(make_cfg("data=csv", f"data.path={tmp_path / 'r.csv'}", "data.target=price").data, tmp_path)
+    assert reg.task == "regression" and reg.input_shape == (2,) and len(reg.x_test) == 9  # 15% of 60
+    as_classes = load(make_cfg("data=csv", f"data.path={tmp_path / 'r.csv'}", "data.target=b",
+                               "data.task=classification").data, tmp_path)
+    assert as_classes.num_outputs == len(np.unique(table.b))
+
+
+def test_csv_bad_inputs(make_cfg, tmp_path):
+    (tmp_path / "text.csv").write_text("a,colour,y\n1,red,0\n2,blue,1\n3,red,0\n4,red,1\n5,red,1\n")
+    (tmp_path / "nan.csv").write_text("a,b,y\n1,,0\n2,3,1\n3,4,0\n4,5,1\n,6,1\n")
+    (tmp_path / "one.csv").write_text("a,y\n1,7\n2,7\n3,7\n4,7\n5,7\n")
+    cases = {"text.csv:y": r"columns \['colour'\] are not numeric",
+             "text.csv:label": r"data.target='label': text.csv has no such column; its columns are \['a', 'colour', 'y'\]",
+             "nan.csv:y": r"missing \(NaN\) values in columns \{'a': 1, 'b': 1\}",
+             "one.csv:y": r"the target has one class \(7\)",
+             "none.csv:y": "no such file"}
+    for case, message in cases.items():
+        file, target = case.split(":")
+        with pytest.raises(ConfigError, match=message):
+            load(make_cfg("data=csv", f"data.path={tmp_path / file}", f"data.target={target}", "data.val_size=1",
+                          "data.test_size=1").data, tmp_path)
+
+
+def test_a_short_run_on_digits_images_beats_chance_by_far(make_cfg, tmp_path):
+    from runner.run import run
+
+    summary = run(make_cfg("data=digits", "data.image=true", "model=cnn", "model.channels=[16,32]",
+                           "model.kernel_size=3", "trainer.epochs=8", "trainer.batch_size=32", "regularizer=none"),
+                  tmp_path)
+    assert summary["test_acc"] > 0.8  # chance: 0.1

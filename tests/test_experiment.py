@@ -13,6 +13,7 @@ EXPECTED_JOBS = {  # arms x seeds, counted from each experiment's description
     "init_symmetry": 5 * 3, "xavier_vs_he": 2 * 2 * 3, "activations_depth": 3 * 3, "optimizers": 7 * 3,
     "adam_l2_vs_adamw": 2 * 4 * 3, "dropout_lambda": 3 * 3 * 3, "norm_lr": 3 * 3 * 3, "residual_depth": 2 * 3 * 3,
     "schedule_warmup": 4 * 2 * 3, "early_stopping": 3 * 2 * 3, "clipping": 3 * 3, "mnist1d_models": 3 * 3,
+    "augmentation": 3 * 5,
 }
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from runner.model import ACTIVATIONS, CNN, MLP, Residual
+from runner.model import ACTIVATIONS, CNN, MLP, BasicBlock, Normalize, Residual, ResNet
 from runner.norm import group_norm
 
 
@@ -61,3 +61,52 @@ def test_cnn_shapes_with_every_norm(norm, residual):
 def test_group_norm_needs_a_divisor():
     with pytest.raises(ValueError, match="num_groups=8 must divide the layer width 12"):
         group_norm(12, num_groups=8)
+
+
+@pytest.mark.parametrize("norm", [None, nn.BatchNorm1d, nn.LayerNorm, nn.RMSNorm, group_norm])
+def test_cnn_on_images_uses_conv2d_with_every_norm(norm):
+    m = CNN((3, 32, 32), 10, channels=(16, 16), kernel_size=3, stride=2, norm=norm, residual=True)
+    assert count(m, nn.Conv2d) == 2 + 2 * 2 and count(m, nn.Conv1d) == 0
+    assert m.head.in_features == 16 * 8 * 8  # 32 -> 16 -> 8 on both sides
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    if norm is nn.BatchNorm1d:
+        assert count(m, nn.BatchNorm2d) == 6 and count(m, nn.BatchNorm1d) == 0
+
+
+def resnet_params(n, classes=10, w=1):
+    """He et al.'s CIFAR ResNet counted by hand: 3x3 convs without bias, BatchNorm scale and shift,
+    parameter-free shortcuts (option A), a Linear head."""
+    c1, c2, c3 = 16 * w, 32 * w, 64 * w
+    convs = 9 * (3 * c1 + 2 * n * c1 * c1 + (c1 * c2 + (2 * n - 1) * c2 * c2) + (c2 * c3 + (2 * n - 1) * c3 * c3))
+    norms = 2 * (c1 + 2 * n * (c1 + c2 + c3))
+    return convs + norms + c3 * classes + classes
+
+
+@pytest.mark.parametrize("depth", [20, 32, 56])
+def test_resnet_parameter_counts(depth):
+    m = ResNet((3, 32, 32), 10, depth=depth, norm=nn.BatchNorm1d)
+    assert sum(p.numel() for p in m.parameters()) == resnet_params((depth - 2) // 6)
+    assert count(m, nn.Conv2d) == depth - 1 and count(m, nn.BatchNorm2d) == depth - 1
+    assert resnet_params(3) == 269_722  # ResNet-20: "0.27M" in He et al.'s Table 6
+    assert sum(p.numel() for p in ResNet((3, 32, 32), 10, depth=20, width=2, norm=nn.BatchNorm1d).parameters()) == \
+        resnet_params(3, w=2)
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_resnet_shapes_on_images_and_signals(preact):
+    m = ResNet((3, 32, 32), 100, depth=20, preact=preact, norm=nn.BatchNorm1d, dropout=0.1, input_dropout=0.1)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    blocks = [b for b in m.modules() if isinstance(b, BasicBlock)]
+    assert [b.stride for b in blocks] == [1, 1, 1, 2, 1, 1, 2, 1, 1]
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(blocks[3].shortcut(x)[:, 8:24], x[:, :, ::2, ::2])  # subsampled, zero-padded channels
+    assert blocks[3].shortcut(x)[:, :8].abs().sum() == 0
+    signal = ResNet((40,), 10, depth=8, preact=preact, norm=nn.LayerNorm)
+    assert signal(torch.randn(2, 40)).shape == (2, 10) and count(signal, nn.Conv1d) == 7
+
+
+def test_normalize_converts_uint8_batches_per_channel():
+    x = torch.tensor([[[[0, 255]], [[10, 20]]]], dtype=torch.uint8)  # (1, 2, 1, 2)
+    out = Normalize(torch.tensor([100.0, 10.0]), torch.tensor([50.0, 5.0]))(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.flatten(), torch.tensor([-2.0, 3.1, 0.0, 2.0]))  # (255 - 100) / 50 = 3.1
