@@ -61,7 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem found in cfg."""
     import torch
 
-    from runner.data import DATASETS
+    from runner.data import DATASETS, STANDARDIZE
     from runner.model import ACTIVATIONS
     from runner.regularizer import PENALTIES
     from runner.schedule import SCHEDULES, WARMUPS
@@ -105,6 +105,7 @@ def check_config(cfg: DictConfig) -> None:
     _one_of(p, cfg, "model.activation", ACTIVATIONS)
     _one_of(p, cfg, "model.norm_position", ["before", "after"])
     _one_of(p, cfg, "data.name", DATASETS)
+    _one_of(p, cfg, "data.standardize", STANDARDIZE)
     _one_of(p, cfg, "regularizer.penalty", ["none", *PENALTIES])
     _one_of(p, cfg, "schedule.name", SCHEDULES)
     _one_of(p, cfg, "schedule.warmup_unit", ["steps", "epochs"])

@@ -90,6 +90,7 @@ def teacher(cfg: DictConfig, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 DATASETS = {"mnist1d": mnist1d, "digits": digits, "moons": moons, "spirals": spirals, "teacher": teacher}
 REGRESSION = {"teacher"}
+STANDARDIZE = ("feature", "global", "none")
 
 
 def _count(size: float, n: int, key: str) -> int:
@@ -118,9 +119,12 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
     if cfg.label_noise and task == "classification":  # a different class, uniformly, for a label_noise fraction
         flip = rng.random(len(train)) < cfg.label_noise
         y_train[flip] = (y_train[flip] + rng.integers(1, num_outputs, flip.sum())) % num_outputs
-    if cfg.standardize:
-        mean, std = x[train].mean(0), x[train].std(0)
-        x = (x - mean) / np.where(std > 0, std, 1.0)
+    if cfg.standardize not in STANDARDIZE:
+        raise ValueError(f"data.standardize={cfg.standardize!r} is not known; choose one of {list(STANDARDIZE)}")
+    if cfg.standardize != "none":  # feature: a mean/std per input position; global: one over all of them
+        axis = 0 if cfg.standardize == "feature" else None
+        mean, std = x[train].mean(axis), x[train].std(axis)
+        x = ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
     t = torch.from_numpy
     return Splits(t(x[train]), t(y_train), t(x[val]), t(y[val]), t(x[test]), t(y[test]), task, num_outputs)
 

@@ -27,11 +27,11 @@ def test_standardization_uses_training_statistics_only(make_cfg, tmp_path):
 
 
 def test_fractions_train_size_and_label_noise(make_cfg, tmp_path):
-    clean = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.standardize=false").data,
+    clean = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.standardize=none").data,
                  tmp_path)
     assert (len(clean.x_val), len(clean.x_test), len(clean.x_train)) == (200, 400, 1400)
     noisy = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.label_noise=0.3",
-                          "data.train_size=1000", "data.standardize=false").data, tmp_path)
+                          "data.train_size=1000", "data.standardize=none").data, tmp_path)
     assert len(noisy.x_train) == 1000
     assert torch.equal(noisy.x_train, clean.x_train[:1000])
     flipped = (noisy.y_train != clean.y_train[:1000]).float().mean().item()
