@@ -65,3 +65,34 @@ def test_sizes_that_leave_nothing_are_refused(make_cfg, tmp_path):
 def test_unknown_dataset_names_the_choices(make_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"data.name='cifar'.*mnist1d"):
         load(make_cfg("data=moons", "data.name=cifar").data, tmp_path)
+
+
+def test_standardize_modes_against_a_hand_computation(make_cfg, tmp_path):
+    raw = load(make_cfg("data=digits", "data.standardize=none").data, tmp_path)
+    x = raw.x_train.double()
+    # global: one mean and one std (population) over every pixel of every training image
+    n = x.numel()
+    mean = x.sum() / n
+    std = (((x - mean) ** 2).sum() / n).sqrt()
+    g = load(make_cfg("data=digits", "data.standardize=global").data, tmp_path)
+    torch.testing.assert_close(g.x_train.double(), (x - mean) / std, atol=1e-5, rtol=0)
+    torch.testing.assert_close(g.x_test.double(), (raw.x_test.double() - mean) / std, atol=1e-5, rtol=0)
+    # feature: pixel j by its own training mean and std; a pixel constant over the training split is only centred
+    f = load(make_cfg("data=digits", "data.standardize=feature").data, tmp_path)
+    for j in (0, 5, 20, 36):
+        col = x[:, j]
+        m, s = col.sum() / len(col), (((col - col.sum() / len(col)) ** 2).sum() / len(col)).sqrt()
+        expected = (raw.x_val[:, j].double() - m) / (s if s > 0 else 1.0)
+        torch.testing.assert_close(f.x_val[:, j].double(), expected, atol=1e-5, rtol=0)
+    assert raw.x_train.max() == 16 and raw.x_train.min() == 0  # none: the raw 0-16 pixel values
+    assert g.x_train.dtype == f.x_train.dtype == torch.float32
+
+
+@pytest.mark.parametrize("value", ["per_feature", False])
+def test_unknown_standardize_mode_is_refused(make_cfg, tmp_path, value):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"data.standardize=.*must be one of \['feature', 'global', 'none'\]"):
+        check_config(make_cfg("data=digits", f"data.standardize={value}"))
+    with pytest.raises(ValueError, match="data.standardize"):
+        load(make_cfg("data=digits", f"data.standardize={value}").data, tmp_path)
