@@ -134,20 +134,22 @@ class CNN(nn.Module):
 
 class GRU(nn.Module):
     """The MNIST-1D paper's recurrent baseline: a GRU reads the signal one sample per step (both directions when
-    bidirectional) and a Linear head classifies its outputs at every step, flattened."""
+    bidirectional) and a Linear head classifies its outputs at every step, flattened; dropout (if any) acts on
+    those outputs."""
 
     def __init__(self, in_shape: tuple[int, ...], out_features: int, *, hidden_size: int = 6,
                  bidirectional: bool = True, norm: NormFactory = None, dropout: float = 0.0,
                  input_dropout: float = 0.0):
         super().__init__()
-        if norm is not None or dropout:
-            raise ValueError("model=gru takes no norm and no hidden dropout (norm=none, regularizer.dropout=0)")
+        if norm is not None:
+            raise ValueError("model=gru takes no norm layer; choose norm=none")
         in_channels, length = (1, in_shape[0]) if len(in_shape) == 1 else in_shape
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
         self.rnn = nn.GRU(in_channels, hidden_size, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1) * length, out_features)
 
     def forward(self, x):
         x = self.input_dropout(x)
         x = x.unsqueeze(-1) if x.dim() == 2 else x.transpose(1, 2)  # (N, L) or (N, C, L) -> (N, L, C)
-        return self.head(self.rnn(x)[0].flatten(1))
+        return self.head(self.dropout(self.rnn(x)[0].flatten(1)))

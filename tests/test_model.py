@@ -137,3 +137,10 @@ def test_gru_reads_the_signal_step_by_step():
 def test_gru_refuses_a_norm_layer():
     with pytest.raises(ValueError, match="model=gru takes no norm"):
         GRU((40,), 10, norm=nn.BatchNorm1d)
+
+
+def test_gru_norm_is_refused_before_training(make_cfg):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="norm=BatchNorm1d: model=gru takes no norm layer; choose norm=none"):
+        check_config(make_cfg("model=gru", "norm=batchnorm"))
