@@ -18,7 +18,7 @@ def test_mnist1d_splits_are_the_requested_sizes_and_disjoint(make_cfg, tmp_path)
 
 
 def test_standardization_uses_training_statistics_only(make_cfg, tmp_path):
-    d = load(make_cfg("data=digits").data, tmp_path)
+    d = load(make_cfg("data=digits", "data.standardize=feature").data, tmp_path)
     varying = d.x_train.std(0) > 0
     torch.testing.assert_close(d.x_train.mean(0), torch.zeros(64), atol=1e-5, rtol=0)
     torch.testing.assert_close(d.x_train[:, varying].std(0, unbiased=False), torch.ones(int(varying.sum())),
