@@ -22,7 +22,7 @@ from runner.check import check_against_data, check_config
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
 from runner.optimizer import make_optimizer
-from runner.regularizer import make_penalty
+from runner.regularizer import make_penalty, zero_fraction
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
 from runner.schedule import Plateau, make_lr_at
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
@@ -177,6 +177,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         f"gap_{metric}": final[f"train_{metric}"] - final[f"test_{metric}"],
         "train_seconds": round(result["seconds"], 3), "wall_seconds": round(time.perf_counter() - started, 3),
         "params": sum(p.numel() for p in model.parameters()),
+        "weight_zero_frac": zero_fraction(model),  # |w| < 1e-3: the sparsity an L1 penalty brings
         "device": str(device), "seed": trainer.seed, "task": data.task,
         **({"world_size": torch.distributed.get_world_size(), "ranks_in_sync": in_sync} if trainer.distributed else {}),
         **(diagnostic_flags(diag.rows, **{k: v for k, v in cfg.diagnostics.items() if k.endswith(("_below", "_above"))})
