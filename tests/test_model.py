@@ -144,3 +144,21 @@ def test_gru_norm_is_refused_before_training(make_cfg):
 
     with pytest.raises(ConfigError, match="norm=BatchNorm1d: model=gru takes no norm layer; choose norm=none"):
         check_config(make_cfg("model=gru", "norm=batchnorm"))
+
+
+@pytest.mark.parametrize("model", ["cnn", "gru", "mlp model.depth=32 model.residual=true norm=batchnorm"])
+def test_readme_model_commands_run(tmp_path, model):
+    """README's `train model=cnn`, `train model=gru` and the residual MLP, with a 1-epoch budget on 256 samples."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    train = str(Path(sys.executable).with_name("train"))
+    proc = subprocess.run([train, *f"model={model}".split(), "trainer.epochs=1", "data.train_size=256",
+                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    if not model.startswith("mlp"):
+        assert summary["config"]["optimizer"]["lr"] == 1e-2  # the preset's lr for the pair with adamw
