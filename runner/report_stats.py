@@ -120,3 +120,18 @@ def best_of(runs: pd.DataFrame, key: str, select_metric: str = "val_acc", *, key
 _CHOICE_COLUMNS = ("data", "model", "init", "norm", "regularizer", "optimizer", "schedule", "early_stopping", "clip",
                    "diagnostics", "lr_find", "preset")
 """Group-choice columns of the runs table (config keys without a dot)."""
+
+
+def mixed_threads(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The groups (runs differing only in seeds) whose runs used different torch thread counts
+    (summary.json's `threads`): their spread mixes the seeds' with the threads' (a schedule run gave 0.714 on
+    1 thread and 0.690 on 2). One row per such group: its keys and the thread counts seen, e.g. "1, 2"."""
+    if "threads" not in runs.columns:
+        return pd.DataFrame(columns=[*keys, "threads"])
+    out = []
+    parts = runs.groupby([runs[k].map(_text) for k in keys], sort=False) if keys else [((), runs)]
+    for _, part in parts:
+        seen = sorted({int(t) for t in part["threads"] if t is not None and not pd.isna(t)})
+        if len(seen) > 1:
+            out.append({k: part[k].iloc[0] for k in keys} | {"threads": ", ".join(map(str, seen))})
+    return pd.DataFrame(out, columns=[*keys, "threads"])

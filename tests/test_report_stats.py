@@ -69,3 +69,12 @@ def test_best_of_minimizes_a_loss_and_infers_the_arms():
 def test_best_of_names_a_missing_column():
     with pytest.raises(ValueError, match="'optimizer.momentum' is not a column"):
         best_of(frame(), "optimizer.momentum", "val_acc")
+
+
+def test_mixed_threads_flags_only_groups_with_several_thread_counts():
+    from runner.report_stats import mixed_threads
+
+    runs = frame().assign(threads=[1, 1, 1, 1, 2, 1, 1, 1, None])  # adam lr 0.1: one run on 2 threads
+    flagged = mixed_threads(runs, ["optimizer", "optimizer.lr"])
+    assert flagged.to_dict("records") == [{"optimizer": "adam", "optimizer.lr": 0.1, "threads": "1, 2"}]
+    assert mixed_threads(frame(), ["optimizer"]).empty  # no thread counts recorded (older runs): nothing to flag
