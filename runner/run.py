@@ -9,6 +9,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,19 +70,17 @@ def trap_signals(event: threading.Event):
             signal.signal(s, h)
 
 
-def prepare(cfg: DictConfig):
-    """Check cfg, then set up torch and build the data, model and optimizer it describes."""
+def setup(cfg: DictConfig):
+    """Check cfg, set up torch and load the data: what every run of a vectorized stack shares."""
     if cfg.trainer.get("distributed") and "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
         from submitit.helpers import TorchDistributedEnvironment  # a SLURM job of several tasks, via submitit
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # RANK, WORLD_SIZE, MASTER_ADDR, ...
     check_config(cfg)
     trainer = schema(TrainerConfig, cfg.trainer)
-    stopping = schema(EarlyStoppingConfig, cfg.early_stopping)
     paths = schema(PathsConfig, cfg.paths)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
-    torch.manual_seed(trainer.seed)
     if trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -91,67 +91,121 @@ def prepare(cfg: DictConfig):
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     data = data_module.load(cfg.data, paths.data_dir).to(device)
     check_against_data(cfg, len(data.x_train))
+    return trainer, device, data
+
+
+def build_model(cfg: DictConfig, data, device: torch.device, seed: int):
+    """The model (initialized from torch's RNG seeded with `seed`) and its optimizer."""
+    torch.manual_seed(seed)
     model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm),
                              dropout=cfg.regularizer.dropout, input_dropout=cfg.regularizer.input_dropout)
     init_module.apply(model, build(cfg.init.weight), build(cfg.init.bias))
     model.to(device)
+    optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
+    return model, optimizer
+
+
+def prepare(cfg: DictConfig):
+    """Check cfg, then set up torch and build the data, model and optimizer it describes."""
+    trainer, device, data = setup(cfg)
+    model, optimizer = build_model(cfg, data, device, trainer.seed)
     if trainer.compile:
         model.compile()
-    optimizer = make_optimizer(build(cfg.optimizer), model.parameters(), device, cfg.lookahead.k, cfg.lookahead.alpha)
-    return trainer, stopping, device, data, model, optimizer
+    return trainer, schema(EarlyStoppingConfig, cfg.early_stopping), device, data, model, optimizer
+
+
+@dataclass
+class Job:
+    """One run's config, folder and everything it trains with, as `fit` (or a vectorized stack) takes them."""
+    cfg: DictConfig
+    run_dir: Path
+    meta: dict | None
+    trainer: TrainerConfig
+    stopping: EarlyStoppingConfig
+    device: torch.device
+    data: data_module.Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]
+    plateau: Plateau | None
+    diag: Diagnostics | None
+    penalty: Callable[[], torch.Tensor] | None
+    clip: Callable | None
+
+
+def make_job(cfg: DictConfig, run_dir: Path, meta: dict | None, trainer, stopping, device, data, model,
+             optimizer) -> Job:
+    spe = len(data.x_train) // min(trainer.batch_size, len(data.x_train))
+    lr_at = make_lr_at(cfg.schedule, cfg.optimizer.lr, spe, trainer.epochs * spe)
+    plateau = Plateau(cfg.schedule, cfg.optimizer.lr) if cfg.schedule.name == "plateau" else None
+    diag = Diagnostics(model, data.x_val[:cfg.diagnostics.probe_size]) if cfg.diagnostics.enabled else None
+    return Job(cfg, run_dir, meta, trainer, stopping, device, data, model, optimizer, lr_at, plateau, diag,
+               make_penalty(model, cfg.regularizer), build(cfg.clip))
+
+
+def restore(job: Job) -> dict:
+    """Load run_dir/last.pt into the job's model, optimizer, plateau and diagnostics; return fit's loop state."""
+    ckpt = load_checkpoint(job.run_dir / "last.pt")
+    job.model.load_state_dict(ckpt["model"])
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    if job.plateau:
+        job.plateau.load_state_dict(ckpt["plateau"])
+    if job.diag:
+        job.diag.rows = ckpt["diagnostics"]
+    state = {k: _to(v, job.device) if k not in ("rng", "shuffle") else v for k, v in ckpt["loop"].items()}
+    log.info("resuming %s at step %d", job.run_dir, state["step"])
+    return state
+
+
+def record_row(job: Job, rows: list[dict], row: dict) -> None:
+    """Append an evaluation's row to metrics.csv (and the diagnostics so far to diagnostics.csv)."""
+    rows.append(row)
+    write_csv(rows, job.run_dir / "metrics.csv")
+    if job.diag:
+        write_csv(job.diag.rows, job.run_dir / "diagnostics.csv")
 
 
 def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, resume: bool = False) -> dict:
     """Check cfg, train what it describes (continuing run_dir/last.pt when resume), write and
     return the summary (with `meta`, such as Hydra's group choices and overrides, added)."""
     started = time.perf_counter()
-    trainer, stopping, device, data, model, optimizer = prepare(cfg)
-    base_lr = cfg.optimizer.lr
-    steps_per_epoch = len(data.x_train) // min(trainer.batch_size, len(data.x_train))
-    lr_at = make_lr_at(cfg.schedule, base_lr, steps_per_epoch, trainer.epochs * steps_per_epoch)
-    plateau = Plateau(cfg.schedule, base_lr) if cfg.schedule.name == "plateau" else None
-    diag = Diagnostics(model, data.x_val[:cfg.diagnostics.probe_size]) if cfg.diagnostics.enabled else None
+    job = make_job(cfg, run_dir, meta, *prepare(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = None
-    if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if plateau:
-            plateau.load_state_dict(ckpt["plateau"])
-        state = {k: _to(v, device) if k != "rng" else v for k, v in ckpt["loop"].items()}
-        if diag:
-            diag.rows = ckpt["diagnostics"]
-        log.info("resuming %s at step %d", run_dir, state["step"])
+    state = restore(job) if resume else None
     rows: list[dict] = list(state["rows"]) if state else []
 
     def record(row):
-        rows.append(row)
-        write_csv(rows, run_dir / "metrics.csv")
-        if diag:
-            write_csv(diag.rows, run_dir / "diagnostics.csv")
+        record_row(job, rows, row)
         if on_eval:
             on_eval(row)
 
-    rank = torch.distributed.get_rank() if trainer.distributed else 0  # only rank 0 writes the run folder
+    distributed = job.trainer.distributed
+    rank = torch.distributed.get_rank() if distributed else 0  # only rank 0 writes the run folder
     interrupted = threading.Event()
-    net = torch.nn.parallel.DistributedDataParallel(model) if trainer.distributed else model
-    with trap_signals(interrupted) if not trainer.distributed else contextlib.nullcontext():
-        result = fit(net, data, optimizer, lr_at, trainer, stopping, penalty=make_penalty(model, cfg.regularizer),
-                     clip=build(cfg.clip), plateau=plateau, diagnostics=diag, on_eval=None if rank else record,
-                     interrupted=interrupted,
-                     resume=state)
-    if trainer.distributed:
-        in_sync = _ranks_agree(model)
+    net = torch.nn.parallel.DistributedDataParallel(job.model) if distributed else job.model
+    with trap_signals(interrupted) if not distributed else contextlib.nullcontext():
+        result = fit(net, job.data, job.optimizer, job.lr_at, job.trainer, job.stopping, penalty=job.penalty,
+                     clip=job.clip, plateau=job.plateau, diagnostics=job.diag, on_eval=None if rank else record,
+                     interrupted=interrupted, resume=state)
+    extra = {}
+    if distributed:
+        extra = {"world_size": torch.distributed.get_world_size(), "ranks_in_sync": _ranks_agree(job.model)}
         if rank:
-            return {"status": "completed", "rank": rank, "ranks_in_sync": in_sync}
-    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
-                 "plateau": plateau.state_dict() if plateau else None, "loop": result["state"],
-                 "diagnostics": diag.rows if diag else []}, run_dir / "last.pt")
+            return {"status": "completed", "rank": rank, "ranks_in_sync": extra["ranks_in_sync"]}
+    return finish(job, result, interrupted.is_set(), started, extra)
+
+
+def finish(job: Job, result: dict, interrupted: bool, started: float, extra: dict | None = None) -> dict:
+    """Write what a run leaves after training (last.pt; then best.pt, predictions.npz and the final
+    evaluation unless interrupted) and return its summary."""
+    cfg, run_dir, model, data, stopping = job.cfg, job.run_dir, job.model, job.data, job.stopping
+    save_atomic({"model": model.state_dict(), "optimizer": job.optimizer.state_dict(), "step": result["steps"],
+                 "plateau": job.plateau.state_dict() if job.plateau else None, "loop": result["state"],
+                 "diagnostics": job.diag.rows if job.diag else []}, run_dir / "last.pt")
     progress = {"stop_reason": result["stop_reason"], "epochs": result["epochs"], "steps": result["steps"]}
-    if interrupted.is_set():
+    if interrupted:
         log.warning("interrupted: last.pt saved; the same command with hydra.run.dir=%s resumes", run_dir)
-        return write_summary(run_dir, {"status": "interrupted", **progress, **_identity(cfg, meta)})
+        return write_summary(run_dir, {"status": "interrupted", **progress, **_identity(cfg, job.meta)})
     status = "diverged" if result["stop_reason"].startswith("diverged") else "completed"
     if result["best_state"] is not None:
         save_atomic(result["best_state"], run_dir / "best.pt")
@@ -160,7 +214,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     metric = METRICS[data.task]
     final = {f"{split}_{k}": v for split in ("train", "val", "test")
              for k, v in evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), data.task,
-                                  trainer.precision).items()}
+                                  job.trainer.precision).items()}
     if status == "diverged" and result["best_state"] is None:  # diverged before any evaluation: no model to test
         final = dict.fromkeys(final, math.nan)
     else:  # kept for ensembles: `report` averages the predictions of a group's seeds
@@ -178,11 +232,10 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         "train_seconds": round(result["seconds"], 3), "wall_seconds": round(time.perf_counter() - started, 3),
         "params": sum(p.numel() for p in model.parameters()),
         "weight_zero_frac": zero_fraction(model),  # |w| < 1e-3: the sparsity an L1 penalty brings
-        "device": str(device), "seed": trainer.seed, "task": data.task,
-        **({"world_size": torch.distributed.get_world_size(), "ranks_in_sync": in_sync} if trainer.distributed else {}),
-        **(diagnostic_flags(diag.rows, **{k: v for k, v in cfg.diagnostics.items() if k.endswith(("_below", "_above"))})
-           if diag else {}),
-        **_identity(cfg, meta),
+        "device": str(job.device), "seed": job.trainer.seed, "task": data.task, **(extra or {}),
+        **(diagnostic_flags(job.diag.rows, **{k: v for k, v in cfg.diagnostics.items()
+                                              if k.endswith(("_below", "_above"))}) if job.diag else {}),
+        **_identity(cfg, job.meta),
     }
     log.info("%s after %s epochs: test_%s=%.4f", status, summary["epochs"], metric, final[f"test_{metric}"])
     return write_summary(run_dir, summary)

@@ -14,7 +14,9 @@ class TrainerConfig:
     device: str = "auto"
     """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps."""
     seed: int = 0
-    """Seeds torch's RNGs: weight init, batch order, dropout. The dataset has its own data.seed."""
+    """Seeds the run's randomness: weight init and dropout (torch's global RNG) and the batch order (a generator of
+    its own, so that batch order does not depend on how much randomness dropout drew: a member of a vectorized
+    sweep sees the same batches as the ordinary run of its config). The dataset has its own data.seed."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms: bitwise-repeatable GPU runs, at some speed cost."""
     precision: str = "fp32"

@@ -117,6 +117,40 @@ def _train_with_progress(cfg: DictConfig, run_dir: Path, console, meta: dict, re
             progress.stop()
 
 
+def _meta(hc) -> dict:
+    """What summary.json records of Hydra's view of a job."""
+    return {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
+            "overrides": list(hc.overrides.task)}
+
+
+def _name(hc) -> str:
+    return f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}" if hc.mode == RunMode.MULTIRUN else "run"
+
+
+def prepare_job(cfg: DictConfig, hc) -> dict | None:
+    """What main() decides before training, for a job the vectorized launcher trains in a stack:
+    None when it is not to train (finished: skipped; a bad config: recorded as invalid), else
+    the member (cfg, run_dir, meta, whether it resumes and from which step)."""
+    from rich.console import Console
+
+    from runner.check import ConfigError, check_config
+    from runner.runfolder import previous_outcome, record_failure
+
+    run_dir, meta, name = Path(hc.runtime.output_dir), _meta(hc), _name(hc)
+    try:
+        action, before = previous_outcome(run_dir, cfg)
+        if action == "skip":
+            Console().print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
+            return None
+        check_config(cfg)
+    except ConfigError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        record_failure(run_dir, cfg, "invalid", e, meta)
+        return None
+    return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num,
+            "resume": action == "resume", "step": before.get("steps", 0) if action == "resume" else 0}
+
+
 @hydra.main(version_base="1.3", config_path="pkg://runner.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from rich.console import Console
@@ -128,9 +162,7 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output
     run_dir, console, sweep = Path(hc.runtime.output_dir), Console(quiet=other_rank), hc.mode == RunMode.MULTIRUN
-    meta = {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
-            "overrides": list(hc.overrides.task)}
-    name = f"job {hc.job.num} {' '.join(hc.overrides.task) or '(defaults)'}" if sweep else "run"
+    meta, name = _meta(hc), _name(hc)
     if cfg.print_config:
         from rich.syntax import Syntax
 
@@ -215,12 +247,23 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _register_launcher() -> None:
+    """The vectorized launcher (hydra_plugins.runner_launcher), which Hydra's plugin scan misses in an
+    editable install (the namespace path it adds cannot be listed)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.runner_launcher import VectorizedLauncher
+
+    Plugins.instance().register(VectorizedLauncher)
+
+
 def cli() -> int:
     """Hydra, then the exit code that tells a script what happened (EXIT_CODES)."""
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
     _outcomes.clear()
+    _register_launcher()
     try:
         main()
     except SystemExit as e:

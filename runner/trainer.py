@@ -65,12 +65,14 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
     amp = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     check_every = 1 if device.type == "cpu" and world == 1 else 32  # the check syncs with an accelerator or ranks
     stop = EarlyStopping(stopping)
+    shuffle = torch.Generator(device).manual_seed(cfg.seed)  # batch order: its own stream, apart from dropout's
     state = resume or {"step": 0, "rows": [], "best_state": None, "seconds": 0.0, "perm": None,
                        "run_loss": torch.zeros((), device=device), "run_hits": torch.zeros((), device=device),
                        "seen": 0}
     if resume:
         stop.load_state_dict(resume["early_stopping"])
         _set_rng_state(resume["rng"])
+        shuffle.set_state(resume["shuffle"])
     rows, perm, run_loss, run_hits = (state[k] for k in ("rows", "perm", "run_loss", "run_hits"))
     reason, start, step = f"reached trainer.epochs={cfg.epochs}", time.perf_counter() - state["seconds"], state["step"]
     model.train()
@@ -79,7 +81,7 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
             reason = f"interrupted at step {step}"
             break
         if step % spe == 0 or perm is None:  # a new epoch: a new shuffle
-            perm = torch.randperm(n, device=device)[rank::world]  # one permutation on every rank, then its share
+            perm = torch.randperm(n, generator=shuffle, device=device)[rank::world]  # one permutation on every rank, then its share
         idx = perm[step % spe * bs:(step % spe + 1) * bs]
         lr = lr_at(step) * (plateau.scale if plateau else 1.0)
         for group in optimizer.param_groups:
@@ -133,7 +135,7 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
                       f"for {stopping.patience} evaluations")
             break
     state |= {"step": step, "perm": perm, "seconds": time.perf_counter() - start,
-              "rng": _rng_state(), "early_stopping": stop.state_dict()}
+              "rng": _rng_state(), "shuffle": shuffle.get_state(), "early_stopping": stop.state_dict()}
     return {"rows": rows, "best_state": state["best_state"], "best_epoch": stop.best_epoch, "best": stop.best,
             "stop_reason": reason, "steps": step, "epochs": round(step / spe, 4), "seconds": state["seconds"],
             "state": state}

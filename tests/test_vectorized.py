@@ -1,0 +1,204 @@
+"""The vectorized launcher (hydra_plugins.runner_launcher, runner/vectorized.py): members of a stack
+train as their ordinary runs would, write the same run folders, and keep their faults to themselves."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from runner import data as data_module
+from runner.report import load_runs
+from runner.run import run
+from runner.vectorized import plan, train_stack
+
+TRAIN = str(Path(sys.executable).with_name("train"))
+SMALL = ["data=digits", "trainer.epochs=3", "regularizer=none"]
+MLP = ["model.width=32"]
+
+
+def rows(path: Path) -> list[dict]:
+    return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(path / "metrics.csv"))]
+
+
+def weights(path: Path, name="last.pt") -> dict:
+    state = torch.load(path / name, weights_only=True)
+    return state["model"] if name == "last.pt" else state
+
+
+@pytest.fixture
+def float64(monkeypatch):
+    """Models built and data loaded in float64, so that a member and its ordinary run can be compared
+    to 1e-9 (in float32 the batched and the plain matrix products round differently)."""
+    load = data_module.load
+
+    def load64(*args, **kwargs):
+        s = load(*args, **kwargs)
+        return data_module.Splits(*(t.double() if t.is_floating_point() else t for t in
+                                    (s.x_train, s.y_train, s.x_val, s.y_val, s.x_test, s.y_test)),
+                                  s.task, s.num_outputs)
+
+    monkeypatch.setattr(data_module, "load", load64)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default)
+
+
+STACKS = {  # members differing in what a stack allows: seed, optimizer numbers, schedule, init, clip, patience
+    "sgd_momentum": ([*MLP, "optimizer=momentum", "norm=batchnorm"],
+                     [["trainer.seed=0", "optimizer.lr=0.05"], ["trainer.seed=1", "optimizer.momentum=0.5"],
+                      ["trainer.seed=2", "schedule=cosine", "schedule.warmup=5", "clip=norm", "clip.max_norm=0.5"]]),
+    "adamw": ([*MLP, "optimizer=adamw"],
+              [["trainer.seed=0"], ["trainer.seed=0", "optimizer.weight_decay=0.3", "optimizer.betas=[0.8,0.99]"],
+               ["trainer.seed=3", "init=xavier", "schedule=step", "early_stopping=patience",
+                "early_stopping.patience=1", "trainer.epochs=3"]]),
+    "rmsprop_lookahead": (["optimizer=rmsprop", "lookahead.k=3", "model=cnn", "model.channels=[8,8]"],
+                          [["trainer.seed=0"], ["trainer.seed=1", "optimizer.lr=3e-4", "lookahead.alpha=0.8"]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACKS))
+def test_members_equal_their_ordinary_runs_in_float64(make_cfg, tmp_path, float64, name):
+    common, variants = STACKS[name]
+    cfgs = [make_cfg(*SMALL, *common, *v, small=False) for v in variants]
+    for i, cfg in enumerate(cfgs):
+        run(cfg, tmp_path / f"ordinary{i}")
+    summaries = train_stack([{"cfg": cfg, "run_dir": tmp_path / f"member{i}", "meta": None, "resume": False}
+                             for i, cfg in enumerate(cfgs)])
+    assert [s["status"] for s in summaries] == ["completed"] * len(cfgs)
+    for i in range(len(cfgs)):
+        plain, member = tmp_path / f"ordinary{i}", tmp_path / f"member{i}"
+        assert sorted(p.name for p in plain.iterdir()) == sorted(p.name for p in member.iterdir())
+        a, b = rows(plain), rows(member)
+        assert len(a) == len(b) >= 1
+        for ra, rb in zip(a, b):
+            for key in ra:
+                if key != "seconds":  # losses and metrics are summed in float32 (out.float()), weights are not
+                    assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-9), (i, key)
+        for name_pt in ("last.pt", "best.pt"):
+            wa, wb = weights(plain, name_pt), weights(member, name_pt)
+            assert list(wa) == list(wb)
+            for key in wa:
+                assert torch.allclose(wa[key].double(), wb[key].double(), rtol=0, atol=1e-9), (i, name_pt, key)
+        sa, sb = (json.loads((p / "summary.json").read_text()) for p in (plain, member))
+        assert sorted(sa) == sorted(sb)
+        assert sb["stop_reason"] == sa["stop_reason"] and sb["best_epoch"] == sa["best_epoch"]
+        assert sb["test_acc"] == pytest.approx(sa["test_acc"], abs=1e-12)
+
+
+def test_plan_groups_compatible_jobs_and_splits_by_max_stack(make_cfg):
+    cfgs = [make_cfg(*o) for o in (["trainer.seed=0"], ["trainer.seed=1", "optimizer.lr=0.01"],
+                                   ["optimizer=sgd"], ["model.width=64"], ["trainer.seed=2", "regularizer.dropout=0.5"],
+                                   ["lr_find=on"], ["optimizer=sgd", "optimizer.lr=0.1"], ["trainer.seed=3"])]
+    assert plan(cfgs, None) == [[0, 1, 4, 7], [2, 6], [3], [5]]  # adamw/width 256, sgd, width 64, lr_find alone
+    assert plan(cfgs, 3) == [[0, 1, 4], [2, 6], [3], [5], [7]]
+
+
+def test_a_diverging_member_is_recorded_and_leaves_the_others_unchanged(make_cfg, tmp_path):
+    cfgs = [make_cfg(*SMALL, *MLP, o, small=False) for o in ("trainer.seed=0", "optimizer.lr=1e9", "trainer.seed=1")]
+    alone = train_stack([{"cfg": cfgs[i], "run_dir": tmp_path / f"alone{i}", "meta": None, "resume": False}
+                         for i in (0, 2)])
+    together = train_stack([{"cfg": c, "run_dir": tmp_path / f"with{i}", "meta": None, "resume": False}
+                            for i, c in enumerate(cfgs)])
+    assert together[1]["status"] == "diverged" and together[1]["stop_reason"].startswith("diverged: non-finite loss")
+    assert not (tmp_path / "with1" / "metrics.csv").exists()  # it diverged before its first evaluation
+    for a, b in ((tmp_path / "alone0", tmp_path / "with0"), (tmp_path / "alone2", tmp_path / "with2")):
+        assert [r["val_loss"] for r in rows(a)] == pytest.approx([r["val_loss"] for r in rows(b)], rel=1e-5)
+        assert all(math.isfinite(r["train_loss"]) for r in rows(b))
+    assert [s["status"] for s in together] == ["completed", "diverged", "completed"]
+
+
+def test_dropout_members_agree_with_ordinary_runs_over_seeds(make_cfg, tmp_path):
+    """Dropout masks come from another stream in a stack, so the two agree in distribution: over 6 seeds
+    the mean final training loss of the members is within 3 standard errors of the ordinary runs', and
+    both differ clearly from the same runs without dropout (so dropout did act in the stack)."""
+    seeds = range(6)
+    common = ["data=digits", "trainer.epochs=4", "model.width=64", "regularizer=dropout", "regularizer.dropout=0.5"]
+    for s in seeds:
+        run(make_cfg(*common, f"trainer.seed={s}", small=False), tmp_path / f"o{s}")
+    members = [{"cfg": make_cfg(*common, f"trainer.seed={s}", small=False), "run_dir": tmp_path / f"m{s}",
+                "meta": None, "resume": False} for s in seeds]
+    members += [{"cfg": make_cfg(*common, f"trainer.seed={s}", "regularizer.dropout=0", small=False),
+                 "run_dir": tmp_path / f"z{s}", "meta": None, "resume": False} for s in seeds]
+    train_stack(members)
+    final = {k: torch.tensor([rows(tmp_path / f"{k}{s}")[-1]["train_loss"] for s in seeds]) for k in "omz"}
+    se = math.sqrt(final["o"].var() / 6 + final["m"].var() / 6)
+    assert abs(final["o"].mean() - final["m"].mean()) < 3 * se
+    assert final["m"].mean() > final["z"].mean() + 3 * math.sqrt(final["m"].var() / 6 + final["z"].var() / 6)
+
+
+def sweep(cwd: Path, *args, timeout=300, **kwargs):
+    return subprocess.run([TRAIN, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_cli_sweep_report_matches_the_basic_launcher(tmp_path):
+    grid = ["data=digits", "trainer.epochs=2", "regularizer=none", "trainer.seed=0,1", "optimizer.lr=1e-3,3e-3"]
+    basic = sweep(tmp_path, *grid, "hydra.sweep.dir=basic")
+    vec = sweep(tmp_path, "+launcher=vectorized", *grid, "hydra.sweep.dir=vec")
+    assert basic.returncode == 0 and vec.returncode == 0, vec.stderr[-2000:]
+    assert vec.stdout.count("completed, test_acc=") == 4
+    assert sorted(p.name for p in (tmp_path / "vec" / "0").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "basic" / "0").iterdir())
+    a, b = (load_runs(tmp_path / d).sort_values("run") for d in ("basic", "vec"))
+    assert [Path(r).name for r in a["run"]] == [Path(r).name for r in b["run"]] and len(a) == 4
+    for column in ("test_acc", "test_loss", "val_loss", "best_value"):
+        assert list(b[column]) == pytest.approx(list(a[column]), rel=1e-5), column
+    for d in ("basic", "vec"):
+        assert subprocess.run([str(Path(TRAIN).with_name("report")), str(tmp_path / d), "--out", str(tmp_path / f"r{d}")],
+                              capture_output=True, text=True, timeout=120).returncode == 0
+    ga, gb = (list(csv.DictReader(open(tmp_path / f"r{d}" / "groups.csv"))) for d in ("basic", "vec"))
+    assert [g["optimizer.lr"] for g in ga] == [g["optimizer.lr"] for g in gb]
+    assert [float(g["test_acc_mean"]) for g in gb] == pytest.approx([float(g["test_acc_mean"]) for g in ga], rel=1e-5)
+
+
+def test_interrupted_vectorized_sweep_resumes_to_the_uninterrupted_result(tmp_path):
+    grid = ["+launcher=vectorized", "data=digits", "trainer.epochs=40", "regularizer=none", "model.width=64",
+            "trainer.seed=0,1,2", "diagnostics=off"]
+    ref = sweep(tmp_path, *grid, "hydra.sweep.dir=ref", timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([TRAIN, "-m", *grid, "hydra.sweep.dir=cut"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "2" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    cut = {j: json.loads((tmp_path / "cut" / j / "summary.json").read_text()) for j in "012"}
+    assert {s["status"] for s in cut.values()} == {"interrupted"}
+    assert all((tmp_path / "cut" / j / "last.pt").exists() for j in "012")
+    steps = cut["0"]["steps"]
+    again = sweep(tmp_path, *grid, "hydra.sweep.dir=cut", timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for j in "012":
+        done = json.loads((tmp_path / "cut" / j / "summary.json").read_text())
+        full = json.loads((tmp_path / "ref" / j / "summary.json").read_text())
+        assert done["status"] == "completed" and done["steps"] == full["steps"] > steps
+        assert done["test_loss"] == pytest.approx(full["test_loss"], rel=1e-5)
+        assert [r["val_loss"] for r in rows(tmp_path / "cut" / j)] == \
+            pytest.approx([r["val_loss"] for r in rows(tmp_path / "ref" / j)], rel=1e-5)
+    third = sweep(tmp_path, *grid, "hydra.sweep.dir=cut")  # everything finished: all skipped
+    assert third.returncode == 0 and third.stdout.count("skipped") == 3
+
+
+def test_a_failing_stack_records_every_member_and_the_sweep_goes_on(tmp_path):
+    """The data folder is a file, so no stack's dataset can be cached: the first stack fails, every
+    member recorded with the error, and the sweep goes on to the second, which fails alike."""
+    (tmp_path / "not_a_folder").write_text("")
+    proc = sweep(tmp_path, "+launcher=vectorized", "data=mnist1d", "data.n_samples=600", "trainer.epochs=1",
+                 "paths.data_dir=${oc.env:PWD}/not_a_folder/cache", "model.width=16,32", "trainer.seed=0,1",
+                 "hydra.sweep.dir=s", env={**os.environ, "PWD": str(tmp_path)})
+    statuses = {j: json.loads((tmp_path / "s" / j / "summary.json").read_text())["status"] for j in "0123"}
+    assert statuses == dict.fromkeys("0123", "failed")
+    assert proc.returncode == 1
+    assert "stack of 2 failed" in proc.stdout and (tmp_path / "s" / "0" / "error.txt").exists()
