@@ -94,7 +94,8 @@ def best_of(runs: pd.DataFrame, key: str, select_metric: str = "val_acc", *, key
         raise ValueError(f"best_of: mode={mode!r} must be 'max' or 'min'")
     for column in (key, select_metric, *metrics):
         if column not in runs.columns:
-            raise ValueError(f"--best-of: {column!r} is not a column of the runs table; columns: {sorted(runs.columns)}")
+            raise ValueError(f"--best-of: {column!r} is not a column of the runs table; "
+                             f"columns: {sorted(runs.columns)}")
     done = runs[runs["status"].isin(FINISHED)] if "status" in runs else runs
     if keys is None:
         keys = [c for c in runs.columns if ("." in c or c in _CHOICE_COLUMNS) and runs[c].map(_text).nunique() > 1]

@@ -51,7 +51,8 @@ def test_model_optimizer_preset_is_chosen_by_the_pair(make_cfg, pair):
     from omegaconf import OmegaConf
 
     model, optimizer = pair.split("_", 1)
-    preset, own = OmegaConf.load(CONF / "preset" / f"{pair}.yaml"), OmegaConf.load(CONF / "optimizer" / f"{optimizer}.yaml")
+    preset = OmegaConf.load(CONF / "preset" / f"{pair}.yaml")
+    own = OmegaConf.load(CONF / "optimizer" / f"{optimizer}.yaml")
     assert preset["optimizer"]["lr"] != own["lr"]  # else the preset changes nothing
     cfg = make_cfg(f"model={model}", f"optimizer={optimizer}")
     assert cfg.optimizer.lr == preset["optimizer"]["lr"]
