@@ -130,6 +130,8 @@ def check_config(cfg: DictConfig) -> None:
         columns = metric_columns(cfg)
         _one_of(p, cfg, "early_stopping.monitor", columns)
         _one_of(p, cfg, "schedule.monitor", columns)
+    if cfg.model.get("residual_init", "zero") != "zero" and not cfg.model.get("residual"):
+        p.append(f"model.residual_init={cfg.model.residual_init!r}: changes nothing without model.residual=true")
     if str(cfg.model.get("_target_")).endswith(".GRU") and cfg.norm.get("_target_"):
         p.append(f"norm={cfg.norm._target_.rsplit('.', 1)[-1]}: model=gru takes no norm layer; choose norm=none")
     widths = [cfg.model.width] if "width" in cfg.model else list(cfg.model.get("channels") or [])

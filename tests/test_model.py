@@ -113,6 +113,14 @@ def test_residual_init_zero_and_scaled_set_the_last_layer_after_init():
         torch.testing.assert_close(s, d / 8 ** 0.5)
 
 
+def test_residual_init_without_residual_is_refused(make_cfg):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="model.residual_init='scaled': changes nothing without model.residual=true"):
+        check_config(make_cfg("model.residual_init=scaled"))
+    check_config(make_cfg("model.residual_init=scaled", "model.residual=true"))
+
+
 def test_unknown_residual_init_names_the_choices():
     with pytest.raises(ValueError, match=r"model.residual_init='fixup'.*scaled"):
         MLP((4,), 2, residual=True, residual_init="fixup")
