@@ -34,7 +34,7 @@ def hand_loop(use_dataloader: bool) -> None:
     from runner.data import load  # the same cached MNIST-1D split the runner trains on
 
     cfg = OmegaConf.create({"name": "mnist1d", "n_samples": 6000, "val_size": 1000, "test_size": 1000,
-                            "train_size": None, "label_noise": 0.0, "standardize": True, "seed": 0})
+                            "train_size": None, "label_noise": 0.0, "standardize": "feature", "seed": 0})
     d = load(cfg, os.environ.get("RUNNER_DATA_DIR", "~/.cache/runner"))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256),

@@ -61,7 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem found in cfg."""
     import torch
 
-    from runner.data import DATASETS
+    from runner.data import DATASETS, STANDARDIZE
     from runner.model import ACTIVATIONS
     from runner.regularizer import PENALTIES
     from runner.schedule import SCHEDULES, WARMUPS
@@ -110,6 +110,7 @@ def check_config(cfg: DictConfig) -> None:
     _one_of(p, cfg, "model.activation", ACTIVATIONS)
     _one_of(p, cfg, "model.norm_position", ["before", "after"])
     _one_of(p, cfg, "data.name", DATASETS)
+    _one_of(p, cfg, "data.standardize", STANDARDIZE)
     _one_of(p, cfg, "regularizer.penalty", ["none", *PENALTIES])
     _one_of(p, cfg, "schedule.name", SCHEDULES)
     _one_of(p, cfg, "schedule.warmup_unit", ["steps", "epochs"])
@@ -134,6 +135,10 @@ def check_config(cfg: DictConfig) -> None:
         columns = metric_columns(cfg)
         _one_of(p, cfg, "early_stopping.monitor", columns)
         _one_of(p, cfg, "schedule.monitor", columns)
+    if cfg.model.get("residual_init", "zero") != "zero" and not cfg.model.get("residual"):
+        p.append(f"model.residual_init={cfg.model.residual_init!r}: changes nothing without model.residual=true")
+    if str(cfg.model.get("_target_")).endswith(".GRU") and cfg.norm.get("_target_"):
+        p.append(f"norm={cfg.norm._target_.rsplit('.', 1)[-1]}: model=gru takes no norm layer; choose norm=none")
     widths = [cfg.model.width] if "width" in cfg.model else list(cfg.model.get("channels") or [])
     groups = cfg.norm.get("num_groups")
     if isinstance(groups, int) and groups >= 1 and any(isinstance(w, int) and w % groups for w in widths):

@@ -182,6 +182,7 @@ DATASETS = {"mnist1d": mnist1d, "digits": digits, "moons": moons, "spirals": spi
             "mnist": mnist, "fashion_mnist": mnist, "cifar10": cifar, "cifar100": cifar, "npz": npz, "csv": csv}
 REGRESSION = {"teacher"}
 SIGNALS = {"mnist1d"}  # 1-D signals stored as (N, L): augment's shift and scale fit them
+STANDARDIZE = ("feature", "global", "none")
 
 
 def _count(size: float, n: int, key: str) -> int:
@@ -258,17 +259,21 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
     if cfg.label_noise and task == "classification":  # a different class, uniformly, for a label_noise fraction
         flip = rng.random(len(train)) < cfg.label_noise
         y_train[flip] = (y_train[flip] + rng.integers(1, num_outputs, flip.sum())) % num_outputs
+    if cfg.standardize not in STANDARDIZE:
+        raise ValueError(f"data.standardize={cfg.standardize!r} is not known; choose one of {list(STANDARDIZE)}")
     kind = "image" if x.ndim == 4 else "signal" if x.ndim == 3 or cfg.name in SIGNALS else "tabular"
     mean = std = None
     if x.dtype == np.uint8:  # stays uint8; Normalize converts each batch with the training split's statistics
-        mean, std = _channel_stats(x[train]) if cfg.standardize else (np.zeros(x.shape[1]), np.full(x.shape[1], 255.0))
+        mean, std = _channel_stats(x[train]) if cfg.standardize != "none" else (np.zeros(x.shape[1]),
+                                                                                np.full(x.shape[1], 255.0))
         mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(np.where(std > 0, std, 1.0),
                                                                           dtype=torch.float32)
     else:
         x = x.astype(np.float32)
-        if cfg.standardize:
-            mean_, std_ = x[train].mean(0), x[train].std(0)
-            x = (x - mean_) / np.where(std_ > 0, std_, 1.0)
+        if cfg.standardize != "none":  # feature: a mean/std per input position; global: one over all of them
+            axis = 0 if cfg.standardize == "feature" else None
+            mean_, std_ = x[train].mean(axis), x[train].std(axis)
+            x = ((x - mean_) / np.where(std_ > 0, std_, 1.0)).astype(np.float32)
     t = torch.from_numpy
     return Splits(t(x[train]), t(y_train), t(x[val]), t(y[val]), t(x[test]), t(y[test]), task, num_outputs,
                   kind, mean, std)

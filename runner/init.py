@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from runner.model import ResidualBlock
+
 InitFn = Callable[[torch.Tensor], torch.Tensor] | None
 
 
@@ -38,4 +40,7 @@ def apply(model: nn.Module, weight: InitFn, bias: InitFn) -> nn.Module:
                 weight(m.weight)
             if bias is not None and m.bias is not None:
                 bias(m.bias)
+    for m in model.modules():  # residual branches' last layers: zeroed or scaled after the init (model.residual_init)
+        if isinstance(m, ResidualBlock):
+            m.init_last()
     return model

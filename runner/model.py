@@ -1,5 +1,5 @@
-"""Models: an MLP, a CNN (Conv1d on signals, Conv2d on images) and the CIFAR ResNet. Each takes
-the norm layer factory (or None) and dropout p's at construction; initialization is applied
+"""Models: an MLP, a CNN (Conv1d on signals, Conv2d on images), the CIFAR ResNet and a GRU. Each
+takes the norm layer factory (or None) and dropout p's at construction; initialization is applied
 afterwards by runner.init. uint8 images enter through Normalize."""
 
 import math
@@ -41,14 +41,41 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
+class ResidualBlock(Residual):
+    """The standard residual block of an MLP: x + W2 f(W1 x), the branch ending in a Linear layer (f: norm,
+    activation and dropout in the model's order). `init_last` re-initializes W2 after runner.init has set
+    every layer: zero (the block starts as the identity), scaled (W2 times 1/sqrt(2 blocks): with He init and ReLU
+    each block then multiplies the variance by 1 + 1/blocks, by e in all) or default (as the init group set it:
+    with He and ReLU each block triples the variance)."""
+
+    def __init__(self, body: nn.Module, residual_init: str, blocks: int):
+        super().__init__(body)
+        self.residual_init, self.blocks = residual_init, blocks
+
+    @torch.no_grad()
+    def init_last(self) -> None:
+        last = self.body[-1]
+        if self.residual_init == "zero":
+            last.weight.zero_()
+        elif self.residual_init == "scaled":
+            last.weight.mul_((2 * self.blocks) ** -0.5)
+        if self.residual_init != "default" and last.bias is not None:
+            last.bias.zero_()
+
+
+RESIDUAL_INITS = ("zero", "scaled", "default")
+
+
 class MLP(nn.Module):
     def __init__(self, in_shape: tuple[int, ...], out_features: int, *, depth: int = 3, width: int = 256,
                  activation: str = "relu", negative_slope: float = 0.01, residual: bool = False,
-                 norm_position: str = "before", norm: NormFactory = None, dropout: float = 0.0,
-                 input_dropout: float = 0.0):
+                 residual_init: str = "zero", norm_position: str = "before", norm: NormFactory = None,
+                 dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
         if norm_position not in ("before", "after"):
             raise ValueError(f"model.norm_position={norm_position!r} is not known; choose 'before' or 'after'")
+        if residual_init not in RESIDUAL_INITS:
+            raise ValueError(f"model.residual_init={residual_init!r} is not known; choose one of {RESIDUAL_INITS}")
         layers: list[nn.Module] = [nn.Flatten()]
         if input_dropout:
             layers.append(nn.Dropout(input_dropout))
@@ -60,8 +87,12 @@ class MLP(nn.Module):
             block += [n, a] if norm_position == "before" else [a, n]
             if dropout:
                 block.append(nn.Dropout(dropout))
-            body = nn.Sequential(*[m for m in block if m is not None])
-            layers.append(Residual(body) if residual and i > 0 else body)
+            if residual and i > 0:  # x + W2 f(W1 x): the branch ends in a Linear layer, not an activation
+                block.append(nn.Linear(width, width))
+                layers.append(ResidualBlock(nn.Sequential(*[m for m in block if m is not None]), residual_init,
+                                            depth - 1))
+            else:
+                layers.append(nn.Sequential(*[m for m in block if m is not None]))
             fan_in = width
         layers.append(nn.Linear(fan_in, out_features))
         self.net = nn.Sequential(*layers)
@@ -207,3 +238,24 @@ class ResNet(nn.Module):
         if x.dim() == 2:  # (N, L) signals get one channel
             x = x.unsqueeze(1)
         return self.head(self.features(x).flatten(2).mean(2))
+class GRU(nn.Module):
+    """The MNIST-1D paper's recurrent baseline: a GRU reads the signal one sample per step (both directions when
+    bidirectional) and a Linear head classifies its outputs at every step, flattened; dropout (if any) acts on
+    those outputs."""
+
+    def __init__(self, in_shape: tuple[int, ...], out_features: int, *, hidden_size: int = 6,
+                 bidirectional: bool = True, norm: NormFactory = None, dropout: float = 0.0,
+                 input_dropout: float = 0.0):
+        super().__init__()
+        if norm is not None:
+            raise ValueError("model=gru takes no norm layer; choose norm=none")
+        in_channels, length = (1, in_shape[0]) if len(in_shape) == 1 else in_shape
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
+        self.rnn = nn.GRU(in_channels, hidden_size, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1) * length, out_features)
+
+    def forward(self, x):
+        x = self.input_dropout(x)
+        x = x.unsqueeze(-1) if x.dim() == 2 else x.transpose(1, 2)  # (N, L) or (N, C, L) -> (N, L, C)
+        return self.head(self.dropout(self.rnn(x)[0].flatten(1)))

@@ -38,3 +38,12 @@ def make_penalty(model: nn.Module, cfg: DictConfig) -> Callable[[], torch.Tensor
         raise ValueError(f"regularizer.penalty={cfg.penalty!r} is not known; choose one of {['none', *PENALTIES]}")
     fn, lam, params = PENALTIES[cfg.penalty], float(cfg["lambda"]), penalized(model, cfg.include_bias, cfg.include_norm)
     return lambda: lam * sum(fn(p, cfg) for p in params)
+
+
+@torch.no_grad()
+def zero_fraction(model: nn.Module, tol: float = 1e-3) -> float:
+    """The fraction of the weights (those a penalty applies to by default: no biases, no norm layers) with
+    |w| < tol: how sparse an L1 penalty left the model (summary.json's weight_zero_frac)."""
+    weights = penalized(model)
+    total = sum(w.numel() for w in weights)
+    return sum((w.abs() < tol).sum().item() for w in weights) / total if total else 0.0

@@ -27,7 +27,7 @@ from runner.diagnostics import flags as diagnostic_flags
 from runner.logger import Trackers
 from runner.model import with_input_norm
 from runner.optimizer import make_optimizer
-from runner.regularizer import make_penalty
+from runner.regularizer import make_penalty, zero_fraction
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
 from runner.schedule import Plateau, make_lr_at
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
@@ -238,6 +238,7 @@ def finish(job: Job, result: dict, interrupted: bool, started: float, extra: dic
         f"gap_{metric}": final[f"train_{metric}"] - final[f"test_{metric}"],
         "train_seconds": round(result["seconds"], 3), "wall_seconds": round(time.perf_counter() - started, 3),
         "params": sum(p.numel() for p in model.parameters()),
+        "weight_zero_frac": zero_fraction(model),  # |w| < 1e-3: the sparsity an L1 penalty brings
         "device": str(job.device), "seed": job.trainer.seed, "task": data.task, **(extra or {}),
         **(diagnostic_flags(job.diag.rows, **{k: v for k, v in cfg.diagnostics.items()
                                               if k.endswith(("_below", "_above"))}) if job.diag else {}),

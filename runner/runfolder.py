@@ -101,7 +101,9 @@ def write_summary(run_dir: Path, summary: dict) -> dict:
 def _identity(cfg: DictConfig, meta: dict | None) -> dict:
     """The summary fields that say which run this is."""
     return {"config_hash": config_hash(cfg),
-            "versions": {"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            "versions": {"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version(),
+                         "cuda": torch.version.cuda},  # None on a CPU build
+            "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
             **(meta or {}), "config": OmegaConf.to_container(cfg, resolve=True)}  # = .hydra/config.yaml
 
 

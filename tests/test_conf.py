@@ -8,7 +8,8 @@ from conftest import CONF
 
 from runner.run import run
 
-PRESETS = ("experiment", "launcher", "search", "logger")  # `+group=name`, not options of a run (logger: test_logger.py)
+PRESETS = ("experiment", "launcher", "search", "logger", "preset")  # presets over the whole config (`+group=name`, or
+# chosen by the model and optimizer: conf/preset/<model>_<optimizer>.yaml), not options of a run (logger: test_logger.py)
 OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in PRESETS)
 
 
@@ -71,3 +72,19 @@ def test_launcher_and_search_presets_compose(preset):
         cfg = compose("train", overrides=[f"+{preset}"], return_hydra_config=True)
     node = cfg.hydra.launcher if group == "launcher" else cfg.hydra.sweeper
     assert name.split("_")[0] in node._target_.lower() or "optuna" in node._target_.lower()
+
+
+@pytest.mark.parametrize("pair", sorted(p.stem for p in (CONF / "preset").glob("*.yaml")))
+def test_model_optimizer_preset_is_chosen_by_the_pair(make_cfg, pair):
+    """conf/preset/<model>_<optimizer>.yaml applies to that pair alone, over the optimizer's own file, and a
+    command-line value still wins."""
+    from omegaconf import OmegaConf
+
+    model, optimizer = pair.split("_", 1)
+    preset = OmegaConf.load(CONF / "preset" / f"{pair}.yaml")
+    own = OmegaConf.load(CONF / "optimizer" / f"{optimizer}.yaml")
+    assert preset["optimizer"]["lr"] != own["lr"]  # else the preset changes nothing
+    cfg = make_cfg(f"model={model}", f"optimizer={optimizer}")
+    assert cfg.optimizer.lr == preset["optimizer"]["lr"]
+    assert make_cfg("model=mlp", f"optimizer={optimizer}").optimizer.lr == own["lr"]
+    assert make_cfg(f"model={model}", f"optimizer={optimizer}", "optimizer.lr=0.123").optimizer.lr == 0.123

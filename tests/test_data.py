@@ -19,7 +19,7 @@ def test_mnist1d_splits_are_the_requested_sizes_and_disjoint(make_cfg, tmp_path)
 
 
 def test_standardization_uses_training_statistics_only(make_cfg, tmp_path):
-    d = load(make_cfg("data=digits").data, tmp_path)
+    d = load(make_cfg("data=digits", "data.standardize=feature").data, tmp_path)
     varying = d.x_train.std(0) > 0
     torch.testing.assert_close(d.x_train.mean(0), torch.zeros(64), atol=1e-5, rtol=0)
     torch.testing.assert_close(d.x_train[:, varying].std(0, unbiased=False), torch.ones(int(varying.sum())),
@@ -28,11 +28,11 @@ def test_standardization_uses_training_statistics_only(make_cfg, tmp_path):
 
 
 def test_fractions_train_size_and_label_noise(make_cfg, tmp_path):
-    clean = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.standardize=false").data,
+    clean = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.standardize=none").data,
                  tmp_path)
     assert (len(clean.x_val), len(clean.x_test), len(clean.x_train)) == (200, 400, 1400)
     noisy = load(make_cfg("data=moons", "data.val_size=0.1", "data.test_size=0.2", "data.label_noise=0.3",
-                          "data.train_size=1000", "data.standardize=false").data, tmp_path)
+                          "data.train_size=1000", "data.standardize=none").data, tmp_path)
     assert len(noisy.x_train) == 1000
     assert torch.equal(noisy.x_train, clean.x_train[:1000])
     flipped = (noisy.y_train != clean.y_train[:1000]).float().mean().item()
@@ -73,7 +73,7 @@ def test_digits_as_uint8_images_with_training_channel_statistics(make_cfg, tmp_p
 
     d = load(make_cfg("data=digits", "data.image=true").data, tmp_path)
     assert d.kind == "image" and d.input_shape == (1, 8, 8) and d.x_train.dtype == torch.uint8
-    flat = load(make_cfg("data=digits", "data.standardize=false").data, tmp_path)
+    flat = load(make_cfg("data=digits", "data.standardize=none").data, tmp_path)
     assert torch.equal(d.x_train.reshape(-1, 64).float(), flat.x_train)  # same split, same pixels
     pixels = load_digits().images
     assert d.x_train.max() == 16 and torch.equal(torch.cat([d.x_train, d.x_val, d.x_test]).sum(),
@@ -173,3 +173,32 @@ def test_a_short_run_on_digits_images_beats_chance_by_far(make_cfg, tmp_path):
                            "model.kernel_size=3", "trainer.epochs=8", "trainer.batch_size=32", "regularizer=none"),
                   tmp_path)
     assert summary["test_acc"] > 0.8  # chance: 0.1
+def test_standardize_modes_against_a_hand_computation(make_cfg, tmp_path):
+    raw = load(make_cfg("data=digits", "data.standardize=none").data, tmp_path)
+    x = raw.x_train.double()
+    # global: one mean and one std (population) over every pixel of every training image
+    n = x.numel()
+    mean = x.sum() / n
+    std = (((x - mean) ** 2).sum() / n).sqrt()
+    g = load(make_cfg("data=digits", "data.standardize=global").data, tmp_path)
+    torch.testing.assert_close(g.x_train.double(), (x - mean) / std, atol=1e-5, rtol=0)
+    torch.testing.assert_close(g.x_test.double(), (raw.x_test.double() - mean) / std, atol=1e-5, rtol=0)
+    # feature: pixel j by its own training mean and std; a pixel constant over the training split is only centred
+    f = load(make_cfg("data=digits", "data.standardize=feature").data, tmp_path)
+    for j in (0, 5, 20, 36):
+        col = x[:, j]
+        m, s = col.sum() / len(col), (((col - col.sum() / len(col)) ** 2).sum() / len(col)).sqrt()
+        expected = (raw.x_val[:, j].double() - m) / (s if s > 0 else 1.0)
+        torch.testing.assert_close(f.x_val[:, j].double(), expected, atol=1e-5, rtol=0)
+    assert raw.x_train.max() == 16 and raw.x_train.min() == 0  # none: the raw 0-16 pixel values
+    assert g.x_train.dtype == f.x_train.dtype == torch.float32
+
+
+@pytest.mark.parametrize("value", ["per_feature", False])
+def test_unknown_standardize_mode_is_refused(make_cfg, tmp_path, value):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"data.standardize=.*must be one of \['feature', 'global', 'none'\]"):
+        check_config(make_cfg("data=digits", f"data.standardize={value}"))
+    with pytest.raises(ValueError, match="data.standardize"):
+        load(make_cfg("data=digits", f"data.standardize={value}").data, tmp_path)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from runner.model import ACTIVATIONS, CNN, MLP, BasicBlock, Normalize, Residual, ResNet
+from runner.model import ACTIVATIONS, CNN, GRU, MLP, BasicBlock, Normalize, Residual, ResidualBlock, ResNet
 from runner.norm import group_norm
 
 
@@ -20,10 +20,8 @@ def test_mlp_depth_width_and_logistic_regression():
 
 def test_mlp_residual_wraps_every_hidden_layer_after_the_first():
     m = MLP((8,), 2, depth=4, width=16, residual=True)
-    assert count(m, Residual) == 3
-    block = next(x for x in m.modules() if isinstance(x, Residual))
-    x = torch.randn(3, 16)
-    torch.testing.assert_close(block(x), x + block.body(x))
+    assert count(m, ResidualBlock) == 3
+    assert count(m, nn.Linear) == 1 + 3 * 2 + 1  # each block: W1 and W2
 
 
 @pytest.mark.parametrize("position,order", [("before", [nn.Linear, nn.BatchNorm1d, nn.ReLU]),
@@ -110,3 +108,112 @@ def test_normalize_converts_uint8_batches_per_channel():
     out = Normalize(torch.tensor([100.0, 10.0]), torch.tensor([50.0, 5.0]))(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.flatten(), torch.tensor([-2.0, 3.1, 0.0, 2.0]))  # (255 - 100) / 50 = 3.1
+def logits_std(residual_init, seeds=range(3), depth=32):
+    """The logits' std at init, averaged over seeds, of a He-initialized depth-32 ReLU MLP (plain when None)."""
+    from runner import init
+
+    stds = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        m = MLP((40,), 10, depth=depth, width=256, residual=residual_init is not None,
+                residual_init=residual_init or "zero")
+        init.apply(m, init.he_, nn.init.zeros_)
+        with torch.no_grad():
+            stds.append(m.eval()(torch.randn(512, 40)).std().item())
+    return sum(stds) / len(stds)
+
+
+@pytest.mark.parametrize("residual_init", ["zero", "scaled"])
+def test_residual_mlp_at_init_keeps_the_plain_nets_scale(residual_init):
+    plain, residual = logits_std(None), logits_std(residual_init)
+    assert plain / 3 < residual < 3 * plain
+
+
+def test_residual_init_default_lets_the_signal_explode():
+    # x + W2 relu(W1 x) with He init on both: Var triples per block, so 31 blocks give std ~ 3^15.5 ~ 2.5e7
+    assert logits_std("default") > 1e5 * logits_std(None)
+
+
+def test_residual_block_is_x_plus_a_linear_branch():
+    m = MLP((8,), 2, depth=3, width=16, residual=True, residual_init="default")
+    block = next(x for x in m.modules() if isinstance(x, ResidualBlock))
+    w1, w2 = block.body[0], block.body[-1]
+    assert isinstance(w2, nn.Linear) and w2.in_features == w2.out_features == 16
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(block(x), x + (torch.relu(x @ w1.weight.T + w1.bias) @ w2.weight.T + w2.bias))
+
+
+def test_residual_init_zero_and_scaled_set_the_last_layer_after_init():
+    from runner import init
+
+    torch.manual_seed(0)
+    zero = init.apply(MLP((8,), 2, depth=5, width=16, residual=True, residual_init="zero"), init.he_, None)
+    assert all(b.body[-1].weight.abs().sum() == 0 for b in zero.modules() if isinstance(b, ResidualBlock))
+    torch.manual_seed(0)
+    default = init.apply(MLP((8,), 2, depth=5, width=16, residual=True, residual_init="default"), init.he_, None)
+    torch.manual_seed(0)
+    scaled = init.apply(MLP((8,), 2, depth=5, width=16, residual=True, residual_init="scaled"), init.he_, None)
+    pairs = [(s.body[-1].weight, d.body[-1].weight) for s, d in zip(scaled.modules(), default.modules())
+             if isinstance(s, ResidualBlock)]
+    assert len(pairs) == 4
+    for s, d in pairs:  # 4 blocks: 1/sqrt(8)
+        torch.testing.assert_close(s, d / 8 ** 0.5)
+
+
+def test_residual_init_without_residual_is_refused(make_cfg):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="model.residual_init='scaled': changes nothing without model.residual=true"):
+        check_config(make_cfg("model.residual_init=scaled"))
+    check_config(make_cfg("model.residual_init=scaled", "model.residual=true"))
+
+
+def test_unknown_residual_init_names_the_choices():
+    with pytest.raises(ValueError, match=r"model.residual_init='fixup'.*scaled"):
+        MLP((4,), 2, residual=True, residual_init="fixup")
+
+
+def test_gru_reads_the_signal_step_by_step():
+    m = GRU((40,), 10, hidden_size=6, bidirectional=True)
+    assert m(torch.randn(3, 40)).shape == (3, 10)
+    assert m.head.in_features == 6 * 2 * 40
+    gru = 3 * (6 * 1 + 6 * 6 + 2 * 6)  # 3 gates: input and hidden weights, two biases; per direction
+    assert sum(p.numel() for p in m.parameters()) == 2 * gru + 480 * 10 + 10
+    one_way = GRU((40,), 10, hidden_size=6, bidirectional=False)
+    x = torch.randn(2, 40)
+    x2 = x.clone()
+    x2[:, -1] += 1.0  # a one-way GRU's first 39 outputs cannot see the last sample
+    h, h2 = one_way.rnn(x.unsqueeze(-1))[0], one_way.rnn(x2.unsqueeze(-1))[0]
+    torch.testing.assert_close(h[:, :39], h2[:, :39])
+    h, h2 = m.rnn(x.unsqueeze(-1))[0], m.rnn(x2.unsqueeze(-1))[0]
+    assert not torch.allclose(h[:, 38, 6:], h2[:, 38, 6:])  # the backward direction carries it to earlier steps
+
+
+def test_gru_refuses_a_norm_layer():
+    with pytest.raises(ValueError, match="model=gru takes no norm"):
+        GRU((40,), 10, norm=nn.BatchNorm1d)
+
+
+def test_gru_norm_is_refused_before_training(make_cfg):
+    from runner.check import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="norm=BatchNorm1d: model=gru takes no norm layer; choose norm=none"):
+        check_config(make_cfg("model=gru", "norm=batchnorm"))
+
+
+@pytest.mark.parametrize("model", ["cnn", "gru", "mlp model.depth=32 model.residual=true norm=batchnorm"])
+def test_readme_model_commands_run(tmp_path, model):
+    """README's `train model=cnn`, `train model=gru` and the residual MLP, with a 1-epoch budget on 256 samples."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    train = str(Path(sys.executable).with_name("train"))
+    proc = subprocess.run([train, *f"model={model}".split(), "trainer.epochs=1", "data.train_size=256",
+                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    if not model.startswith("mlp"):
+        assert summary["config"]["optimizer"]["lr"] == 1e-2  # the preset's lr for the pair with adamw

@@ -104,3 +104,14 @@ def test_sgd_with_l2_is_sgd_weight_decay(make_cfg, tmp_path):
     wd = _train(make_cfg, tmp_path / "b", "optimizer=sgd", f"optimizer.weight_decay={lam}")
     for k in l2:
         torch.testing.assert_close(l2[k], wd[k], rtol=1e-4, atol=1e-5)
+
+
+def test_zero_fraction_counts_small_weights_only():
+    from runner.regularizer import zero_fraction
+
+    m = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2), nn.Linear(2, 3))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[0.0, 5e-4, -2e-4, 1.0], [0.5, -1e-3, 2e-3, -0.3]]))  # 3 of 8 below 1e-3
+        m[2].weight.fill_(1e-5)  # 6 of 6
+        m[0].bias.zero_()  # biases and the norm's weights do not count
+    assert zero_fraction(m) == pytest.approx((3 + 6) / (8 + 6))

@@ -5,7 +5,8 @@ import torch
 
 from runner.run import run
 
-PINNED = ["data=digits", "model.depth=2", "model.width=32", "optimizer=sgd", "regularizer=none", "trainer.epochs=3"]
+PINNED = ["data=digits", "data.standardize=feature", "model.depth=2", "model.width=32", "optimizer=sgd",
+          "regularizer=none", "trainer.epochs=3"]
 
 
 def metrics(path):

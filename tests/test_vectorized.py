@@ -245,3 +245,15 @@ def test_members_feed_their_trackers(tmp_path):
         events = EventAccumulator(str(tmp_path / "s" / job / "tb")).Reload()
         logged = [e.value for e in events.Scalars("val_loss")]
         assert logged == pytest.approx([r["val_loss"] for r in rows(tmp_path / "s" / job)], rel=1e-6)
+
+
+def test_image_members_equal_their_ordinary_runs(make_cfg, tmp_path):
+    """uint8 images behind the Normalize layer, Conv2d CNN with BatchNorm2d (float32)."""
+    cfgs = [make_cfg("data=digits", "data.image=true", "model=cnn", "model.channels=[8,8]", "norm=batchnorm",
+                     "regularizer=none", f"trainer.seed={s}") for s in (0, 1)]
+    summaries = train_stack([{"cfg": c, "run_dir": tmp_path / f"m{i}", "meta": None, "resume": False}
+                             for i, c in enumerate(cfgs)])
+    for i, cfg in enumerate(cfgs):
+        plain = run(cfg, tmp_path / f"o{i}")
+        assert summaries[i]["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-5)
+        assert summaries[i]["test_acc"] == pytest.approx(plain["test_acc"], abs=1e-9)
