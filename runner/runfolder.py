@@ -13,7 +13,6 @@ import platform
 import traceback
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import runner
@@ -21,12 +20,19 @@ from runner.check import ConfigError
 
 
 def write_atomic(path: Path, payload: bytes | str) -> None:
+    """Write to a temporary name, then rename; on any error (a full disk) the temporary file is removed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_atomic(obj, path: Path) -> None:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getvalue())
@@ -54,6 +60,8 @@ class CheckpointError(RuntimeError):
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint of tensors and plain values; anything that needs unpickling code is refused."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -61,12 +69,52 @@ def load_checkpoint(path: Path) -> dict:
                               f"values, and unpickling them could run code ({str(e).splitlines()[0][:200]})") from None
 
 
+class UnreadableError(ValueError):
+    """A run folder's file that exists but cannot be read as what it should hold."""
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """summary.json as a dict; None when there is none yet; UnreadableError when it is cut off,
+    not JSON, or JSON of another shape (a list, a string, null)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UnreadableError(f"{path}: {e}") from None
+    if not isinstance(summary, dict):
+        raise UnreadableError(f"{path}: holds a JSON {type(summary).__name__}, not an object")
+    return summary
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv's rows as {column: float}: [] when absent; a row cut off by a crash (too few
+    fields, or a field that is not a number) ends the rows read."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        try:
+            rows.append({k: float(v) for k, v in row.items() if k is not None and v != ""})
+        except (TypeError, ValueError):
+            break
+        if None in row or None in row.values() or len(rows[-1]) < 2:
+            rows.pop()
+            break
+    return rows
+
+
 def previous_outcome(run_dir: Path, cfg: DictConfig) -> tuple[str, dict | None]:
     """What a run folder already holds for cfg: 'skip' (finished with this config), 'resume'
     (interrupted with this config, last.pt present) or 'fresh' (nothing, failed, or unreadable)."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+        summary = read_summary(run_dir)
+    except UnreadableError:
+        return "fresh", None
+    if summary is None:
         return "fresh", None
     same = summary.get("config_hash") == config_hash(cfg)
     if summary.get("status") in FINISHED:
@@ -100,6 +148,8 @@ def write_summary(run_dir: Path, summary: dict) -> dict:
 
 def _identity(cfg: DictConfig, meta: dict | None) -> dict:
     """The summary fields that say which run this is."""
+    import torch
+
     return {"config_hash": config_hash(cfg),
             "versions": {"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version()},
             **(meta or {}), "config": OmegaConf.to_container(cfg, resolve=True)}  # = .hydra/config.yaml

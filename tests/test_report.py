@@ -85,10 +85,10 @@ def test_markdown_latex_csv_and_plots(two_arms, tmp_path):
     out = tmp_path / "out"
     report([two_arms], out=out, baseline={"optimizer": "adamw"})
     md = (out / "report.md").read_text()
-    assert "| optimizer | runs | test_acc | n | 95% CI | diff | p |" in md  # optimizer.lr: in groups.csv
-    assert "| sgd | 3 | 0.6 ± 0.1 | 3 |" in md
+    assert "| optimizer | test acc | n | 95% CI | diff | p |" in md  # optimizer.lr: in groups.csv
+    assert "| sgd | 0.60 ± 0.10 | 3 |" in md  # std 0.1 to 2 significant digits, the mean to its place
     tex = (out / "report.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"test\_acc" in tex and r"0.6 $\pm$ 0.1" in tex
+    assert r"\begin{tabular}" in tex and "test acc" in tex and r"0.60 $\pm$ 0.10" in tex
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 6 and {"optimizer", "trainer.seed", "status", "test_acc"} <= set(runs.columns)
     groups = pd.read_csv(out / "groups.csv")
@@ -114,12 +114,13 @@ def test_pivot_shape_cells_heatmap_and_log_axis_plot(tmp_path):
     res = report([tmp_path / "sweep"], rows="regularizer.lambda", cols="regularizer.dropout")
     table = res["pivot"]
     assert table.shape == (3, 2)
-    std = math.sqrt(2 * 0.005**2)  # two seeds 0.01 apart
-    assert table.loc[1e-4, 0.5] == f"{0.9 - 0.01 - 0.05 + 0.005:.4g} ± {std:.2g}"
+    std = math.sqrt(2 * 0.005**2)  # two seeds 0.01 apart: 0.0070711, to 2 significant digits 0.0071
+    assert table.loc["0.0001", "0.5"] == f"{0.9 - 0.01 - 0.05 + 0.005:.4f} ± 0.0071" and std == pytest.approx(0.0071, 1e-2)
     out = tmp_path / "sweep" / "report"
     assert (out / "pivot.png").read_bytes()[:8] == PNG
     assert (out / "test_acc_vs_regularizer.lambda.png").read_bytes()[:8] == PNG
     assert "## test_acc: regularizer.lambda x regularizer.dropout" in (out / "report.md").read_text()
+    assert list(table.index) == ["0", "0.0001", "0.001"] and list(table.columns) == ["0", "0.5"]  # one way both
 
 
 def test_broken_runs_are_marked_not_fatal(tmp_path, capsys):
