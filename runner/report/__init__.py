@@ -36,7 +36,11 @@ def report(paths, out: Path | None = None, baseline: dict | None = None, rows: s
     keys = varying_keys(runs)
     numeric = [c for c in runs.columns if c not in keys and c != "run" and "." not in c
                and pd.to_numeric(runs[c], errors="coerce").notna().any() and runs[c].map(_numeric_or_empty).all()]
-    value = value or next((m for m in ("test_acc", "test_r2", "test_loss") if m in runs.columns), None)
+    given, value = value, value or next((m for m in ("test_acc", "test_r2", "test_loss") if m in runs.columns), None)
+    if value is None and not given and not rows:  # a live sweep with no summary yet: statuses only
+        value = "epochs"
+        runs[value] = pd.to_numeric(runs.get(value, pd.Series(float("nan"), runs.index)), errors="coerce")
+        numeric.append(value)
     if value not in numeric:
         raise ValueError(f"report: --value {value!r} is not a numeric summary field of these runs; "
                          f"choose one of {sorted(numeric)}")
