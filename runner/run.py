@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import data as data_module
 from runner import init as init_module
 from runner.build import build
-from runner.check import check_against_data, check_config
+from runner.check import check_against_data, check_config, config_warnings
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
 from runner.optimizer import make_optimizer
@@ -75,6 +75,8 @@ def prepare(cfg: DictConfig):
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # RANK, WORLD_SIZE, MASTER_ADDR, ...
     check_config(cfg)
+    for line in config_warnings(cfg):
+        log.warning(line)
     trainer = schema(TrainerConfig, cfg.trainer)
     stopping = schema(EarlyStoppingConfig, cfg.early_stopping)
     paths = schema(PathsConfig, cfg.paths)
@@ -181,7 +183,7 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         **({"world_size": torch.distributed.get_world_size(), "ranks_in_sync": in_sync} if trainer.distributed else {}),
         **(diagnostic_flags(diag.rows, **{k: v for k, v in cfg.diagnostics.items() if k.endswith(("_below", "_above"))})
            if diag else {}),
-        **_identity(cfg, meta),
+        "warnings": config_warnings(cfg), **_identity(cfg, meta),
     }
     log.info("%s after %s epochs: test_%s=%.4f", status, summary["epochs"], metric, final[f"test_{metric}"])
     return write_summary(run_dir, summary)
