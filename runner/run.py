@@ -150,6 +150,8 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
                  "plateau": plateau.state_dict() if plateau else None, "loop": result["state"],
                  "diagnostics": diag.rows if diag else []}, run_dir / "last.pt")
+    if hasattr(optimizer, "swap"):  # Lookahead's result is its slow weights: those are tested (last.pt keeps both)
+        optimizer.swap()
     progress = {"stop_reason": result["stop_reason"], "epochs": result["epochs"], "steps": result["steps"]}
     if interrupted.is_set():
         log.warning("interrupted: last.pt saved; the same command with hydra.run.dir=%s resumes", run_dir)

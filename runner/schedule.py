@@ -31,12 +31,15 @@ def cosine(e, total, min_ratio=0.0):
 
 
 def cosine_restarts(e, total, period, mult=1, min_ratio=0.0):
+    """SGDR: cycle i lasts period * mult^i epochs and starts at the full lr. The cycle is found by
+    adding lengths (exact in integers), not by a logarithm: floor(log(243, 3)) is 4 in floating
+    point, which put the restart at 121 periods (mult 3) at the minimum lr instead."""
     if mult == 1:
-        t, length = e % period, period
-    else:  # cycle i starts at period * (mult^i - 1) / (mult - 1)
-        i = math.floor(math.log(e / period * (mult - 1) + 1, mult))
-        t, length = e - period * (mult**i - 1) / (mult - 1), period * mult**i
-    return cosine(t, length, min_ratio)
+        return cosine(e % period, period, min_ratio)
+    start, length = 0, period
+    while e >= start + length:
+        start, length = start + length, length * mult
+    return cosine(e - start, length, min_ratio)
 
 
 def onecycle(e, total, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
