@@ -24,7 +24,7 @@ from runner.diagnostics import flags as diagnostic_flags
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
-from runner.schedule import Plateau, make_lr_at
+from runner.schedule import Plateau, check_extension, make_lr_at
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
 from runner.trainer import METRICS, evaluate, fit, predict
 
@@ -117,6 +117,9 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
     state = None
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
+        if ckpt.get("total_steps", trainer.epochs * steps_per_epoch) != trainer.epochs * steps_per_epoch:
+            check_extension(cfg.schedule, base_lr, steps_per_epoch, ckpt["total_steps"],
+                            trainer.epochs * steps_per_epoch, ckpt["step"])
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if plateau:
@@ -148,13 +151,14 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
         if rank:
             return {"status": "completed", "rank": rank, "ranks_in_sync": in_sync}
     save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
+                 "total_steps": trainer.epochs * steps_per_epoch,
                  "plateau": plateau.state_dict() if plateau else None, "loop": result["state"],
                  "diagnostics": diag.rows if diag else []}, run_dir / "last.pt")
     if hasattr(optimizer, "swap"):  # Lookahead's result is its slow weights: those are tested (last.pt keeps both)
         optimizer.swap()
     progress = {"stop_reason": result["stop_reason"], "epochs": result["epochs"], "steps": result["steps"]}
     if interrupted.is_set():
-        log.warning("interrupted: last.pt saved; the same command with hydra.run.dir=%s resumes", run_dir)
+        log.warning("interrupted: last.pt saved in %s; the same command resumes it", run_dir)
         return write_summary(run_dir, {"status": "interrupted", **progress, **_identity(cfg, meta)})
     status = "diverged" if result["stop_reason"].startswith("diverged") else "completed"
     if result["best_state"] is not None:

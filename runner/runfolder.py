@@ -10,6 +10,8 @@ import math
 import os
 import pickle
 import platform
+import shutil
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -107,9 +109,52 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def hydra_subdir(run_dir: str) -> str:
+    """Where Hydra writes a job's .hydra/ files (config.yaml, hydra.yaml, overrides.yaml), which it does
+    before `train` can look at the folder: `.hydra` in a new folder; a folder of this process's own
+    under the temporary directory when run_dir already holds a summary.json, so that a re-run never
+    rewrites a finished or interrupted run's files. `train` moves them in once the run goes ahead
+    (adopt_hydra_files). The hydra.output_subdir resolver."""
+    if not (Path(run_dir) / "summary.json").exists():
+        return ".hydra"
+    digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+    return str(Path(tempfile.gettempdir()) / f"runner-hydra-{os.getpid()}-{digest}")
+
+
+def adopt_hydra_files(staged: Path, run_dir: Path) -> None:
+    """Move Hydra's files from where hydra_subdir staged them into run_dir/.hydra (a no-op when
+    Hydra wrote them there itself)."""
+    if staged.resolve() == (run_dir / ".hydra").resolve() or not staged.is_dir():
+        return
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    for f in staged.iterdir():
+        write_atomic(run_dir / ".hydra" / f.name, f.read_bytes())
+    discard_hydra_files(staged, run_dir)
+
+
+def discard_hydra_files(staged: Path, run_dir: Path) -> None:
+    if staged.resolve() != (run_dir / ".hydra").resolve():
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def previous_outcome(run_dir: Path, cfg: DictConfig) -> tuple[str, dict | None]:
     """What a run folder already holds for cfg: 'skip' (finished with this config), 'resume'
-    (interrupted with this config, last.pt present) or 'fresh' (nothing, failed, or unreadable)."""
+    (interrupted with this config, last.pt present), 'extend' (interrupted, last.pt present, and
+    only trainer.epochs differs: run() resumes to the new length where that is exact) or 'fresh'
+    (nothing, failed, or unreadable). ConfigError for a finished or interrupted run of another config:
+    neither is ever overwritten."""
     try:
         summary = read_summary(run_dir)
     except UnreadableError:
@@ -122,8 +167,17 @@ def previous_outcome(run_dir: Path, cfg: DictConfig) -> tuple[str, dict | None]:
             raise ConfigError(f"hydra.run.dir={run_dir}: holds a finished run of another config; refusing to "
                               "overwrite it (choose another hydra.run.dir or hydra.sweep.dir)")
         return "skip", summary
-    if summary.get("status") == "interrupted" and same and (run_dir / "last.pt").exists():
-        return "resume", summary
+    if summary.get("status") == "interrupted" and (run_dir / "last.pt").exists():
+        if same:
+            return "resume", summary
+        old = {k: v for k, v in (summary.get("config") or {}).items() if k not in ("paths", "print_config")}
+        new = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("paths", "print_config")}
+        differ = _differences(old, new)
+        if differ == ["trainer.epochs"]:
+            return "extend", summary
+        raise ConfigError(f"hydra.run.dir={run_dir}: holds an interrupted run (step {summary.get('steps')}) of "
+                          f"another config (differs in {', '.join(differ) or 'its hash'}); resume it with its own "
+                          "overrides (only trainer.epochs may change), or choose another hydra.run.dir")
     return "fresh", summary
 
 

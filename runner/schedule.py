@@ -96,6 +96,27 @@ def make_lr_at(cfg: DictConfig, base_lr: float, steps_per_epoch: int, total_step
     return lr_at
 
 
+def check_extension(cfg: DictConfig, base_lr: float, steps_per_epoch: int, old_total: int, new_total: int,
+                    done: int) -> None:
+    """Resuming an interrupted run with another trainer.epochs gives exactly the run of the new
+    length when every lr of the `done` steps is the same under both lengths (constant, step,
+    multistep, exponential, inverse_time, cosine_restarts, plateau, any warmup); cosine and
+    onecycle stretch with the length, so the steps done ran at lrs the longer run would not use:
+    ConfigError, as the result would match neither run."""
+    from runner.check import ConfigError
+
+    if new_total <= done:
+        raise ConfigError(f"trainer.epochs={new_total // steps_per_epoch}: the interrupted run already took {done} "
+                          f"steps ({done / steps_per_epoch:g} epochs); give more epochs to extend it")
+    old, new = (make_lr_at(cfg, base_lr, steps_per_epoch, t) for t in (old_total, new_total))
+    first = next((s for s in range(done) if old(s) != new(s)), None)
+    if first is not None:
+        raise ConfigError(f"trainer.epochs={new_total // steps_per_epoch}: schedule={cfg.name} depends on the "
+                          f"training length, so the {done} steps done (lr {old(first):.3g} at step {first}, where "
+                          f"{new(first):.3g} would be) match no run of the new length; resume with the old "
+                          "trainer.epochs, or start a new folder")
+
+
 class Plateau:
     """torch's ReduceLROnPlateau rules (relative threshold) as a multiplier: `scale` drops by
     `factor` after more than `patience` evaluations without improvement, never below min_lr."""

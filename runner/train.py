@@ -27,6 +27,7 @@ EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interru
 """The exit code of `train` for each outcome; a sweep exits with its worst job's (failed first)."""
 _SEVERITY = ["failed", "invalid", "interrupted", "diverged", "completed"]
 _outcomes: list[str] = []  # this process's job outcomes, for the exit code
+_refused: list[str] = []  # jobs (numbers) refused because their folder holds another config's run
 
 # Schemas for what the code reads directly: a typo or a wrong type fails when the config is composed.
 _store = ConfigStore.instance()
@@ -53,6 +54,8 @@ def unique_dir(base: str) -> str:
 
 if not OmegaConf.has_resolver("unique_dir"):
     OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+if not OmegaConf.has_resolver("hydra_subdir"):  # Hydra writes .hydra/ before main() runs: never into a run that has a summary
+    OmegaConf.register_new_resolver("hydra_subdir", lambda d: __import__("runner.runfolder").runfolder.hydra_subdir(d))
 
 
 class SweepOutcome(Callback):
@@ -68,7 +71,8 @@ class SweepOutcome(Callback):
                 statuses[job.name] = json.loads((job / "summary.json").read_text())["status"]
             except (OSError, ValueError, KeyError):
                 statuses[job.name] = "failed"  # a job that died without a word (killed process)
-        _outcomes[:] = list(statuses.values())
+        statuses |= {job: "refused: its folder holds a run of another config" for job in _refused}
+        _outcomes[:] = [*_outcomes, *(s for s in statuses.values() if s in EXIT_CODES)]
         bad = {job: s for job, s in statuses.items() if s != "completed"}
         console = Console(stderr=True)
         for job, status in bad.items():
@@ -83,7 +87,7 @@ def _num(value) -> str:
 def _result_table(summary: dict):
     from rich.table import Table
 
-    table = Table(title=f"{summary['status']}: {summary['stop_reason']}", title_justify="left")
+    table = Table(title=summary["status"], title_justify="left")  # the reason follows the table: a title wraps
     metric = "acc" if summary["task"] == "classification" else "r2"
     table.add_column("split")
     table.add_column("loss", justify="right")
@@ -123,7 +127,7 @@ def main(cfg: DictConfig) -> float | None:
 
     from runner.check import ConfigError
     from runner.run import run
-    from runner.runfolder import previous_outcome, record_failure
+    from runner.runfolder import adopt_hydra_files, discard_hydra_files, previous_outcome, record_failure
 
     hc = HydraConfig.get()
     other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output
@@ -135,12 +139,19 @@ def main(cfg: DictConfig) -> float | None:
         from rich.syntax import Syntax
 
         console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
+    staged = run_dir / hc.output_subdir if hc.output_subdir else run_dir / ".hydra"
     try:
         action, before = previous_outcome(run_dir, cfg)
         if action == "skip":
+            discard_hydra_files(staged, run_dir)
             console.print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
             _outcomes.append(before["status"])
             return before.get("best_value")
+        if action != "extend":  # the run goes ahead: Hydra's files describe it now (extend: once run() accepts it)
+            adopt_hydra_files(staged, run_dir)
+        if action in ("resume", "extend"):
+            console.print(f"{name}: resuming {run_dir} at step {before.get('steps')}"
+                          f"{f' to trainer.epochs={cfg.trainer.epochs}' if action == 'extend' else ''}", soft_wrap=True)
         if cfg.lr_find.enabled:
             from runner.lr_find import run_lr_find
 
@@ -151,27 +162,33 @@ def main(cfg: DictConfig) -> float | None:
             _outcomes.append("completed")
             return summary["suggested_lr"]
         if sweep:
-            summary = run(cfg, run_dir, meta=meta, resume=action == "resume")
+            summary = run(cfg, run_dir, meta=meta, resume=action in ("resume", "extend"))
         else:
-            summary = _train_with_progress(cfg, run_dir, console, meta, resume=action == "resume")
+            summary = _train_with_progress(cfg, run_dir, console, meta, resume=action in ("resume", "extend"))
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
-        if sweep:
+        Console(stderr=True).print(f"[red]error:[/] {f'{name}: ' if sweep else ''}{e}", soft_wrap=True, highlight=False)
+        discard_hydra_files(staged, run_dir)
+        if sweep and not (run_dir / "summary.json").exists():  # never over a finished or interrupted run's record
             record_failure(run_dir, cfg, "invalid", e, meta)
+        elif sweep:
+            _refused.append(str(hc.job.num))
         elif not (run_dir / "summary.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no folder behind
         _outcomes.append("invalid")
         return None
     except KeyboardInterrupt as e:  # a second Ctrl-C, or one before training started
+        adopt_hydra_files(staged, run_dir)
         record_failure(run_dir, cfg, "interrupted", e, meta)
         _outcomes.append("interrupted")
         raise
     except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
+        adopt_hydra_files(staged, run_dir)
         record_failure(run_dir, cfg, "failed", e, meta)
         Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} (traceback in "
                                    f"{run_dir / 'error.txt'})", soft_wrap=True, highlight=False)
         _outcomes.append("failed")
         return None
+    adopt_hydra_files(staged, run_dir)
     _outcomes.append(summary["status"])
     if other_rank or summary.get("rank"):  # not rank 0 of a data-parallel run: rank 0 reports
         if other_rank:
@@ -187,6 +204,8 @@ def main(cfg: DictConfig) -> float | None:
                       f"{summary['train_seconds']:.1f} s -> {run_dir}", soft_wrap=True)
     else:
         console.print(_result_table(summary))
+        status, reason = summary["status"], summary["stop_reason"]  # not "diverged: diverged: non-finite ..."
+        console.print(reason if reason.startswith(status) else f"{status}: {reason}", soft_wrap=True, highlight=False)
         console.print(f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['train_seconds']:.1f} s on "
                       f"{summary['device']}; best {summary['monitor']} at epoch {summary['best_epoch']}"
                       f"{' (restored)' if summary['restored_best'] else ''}\nrun folder: {run_dir}", soft_wrap=True)
@@ -221,6 +240,7 @@ def cli() -> int:
         print(usage())
         return 0
     _outcomes.clear()
+    _refused.clear()
     try:
         main()
     except SystemExit as e:
