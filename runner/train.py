@@ -28,6 +28,7 @@ EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interru
 _SEVERITY = ["failed", "invalid", "interrupted", "diverged", "completed"]
 _outcomes: list[str] = []  # this process's job outcomes, for the exit code
 _refused: list[str] = []  # jobs (numbers) refused because their folder holds another config's run
+_not_started: list[str] = []  # after a Ctrl-C in a sweep: "stop", then the numbers of the jobs that did not start
 
 # Schemas for what the code reads directly: a typo or a wrong type fails when the config is composed.
 _store = ConfigStore.instance()
@@ -77,7 +78,11 @@ class SweepOutcome(Callback):
         console = Console(stderr=True)
         for job, status in bad.items():
             console.print(f"job {job}: {status} (see {sweep / job}/summary.json)", soft_wrap=True)
-        console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses)} jobs completed -> {sweep}", soft_wrap=True)
+        if len(_not_started) > 1:
+            console.print(f"jobs not started (Ctrl-C stopped the sweep; the same command resumes it): "
+                          f"{', '.join(_not_started[1:])}", soft_wrap=True)
+        console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses) + len(_not_started[1:])} jobs completed "
+                      f"-> {sweep}", soft_wrap=True)
 
 
 def _num(value) -> str:
@@ -140,6 +145,12 @@ def main(cfg: DictConfig) -> float | None:
 
         console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
     staged = run_dir / hc.output_subdir if hc.output_subdir else run_dir / ".hydra"
+    if sweep and _not_started:  # Ctrl-C stopped the sweep: the remaining jobs start nothing and leave nothing
+        discard_hydra_files(staged, run_dir)
+        if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:  # only what Hydra just wrote
+            shutil.rmtree(run_dir, ignore_errors=True)
+        _not_started.append(str(hc.job.num))
+        return None
     try:
         action, before = previous_outcome(run_dir, cfg)
         if action == "skip":
@@ -180,12 +191,19 @@ def main(cfg: DictConfig) -> float | None:
         adopt_hydra_files(staged, run_dir)
         record_failure(run_dir, cfg, "interrupted", e, meta)
         _outcomes.append("interrupted")
-        raise
+        if not sweep:
+            raise
+        _not_started.append("stop")  # the sweep ends here: the jobs after this one do not start
+        return None
     except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
-        adopt_hydra_files(staged, run_dir)
-        record_failure(run_dir, cfg, "failed", e, meta)
-        Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} (traceback in "
-                                   f"{run_dir / 'error.txt'})", soft_wrap=True, highlight=False)
+        try:
+            adopt_hydra_files(staged, run_dir)
+            record_failure(run_dir, cfg, "failed", e, meta)
+            where = f"traceback in {run_dir / 'error.txt'}"
+        except OSError as again:  # a full disk: the record cannot be written either
+            where = f"not recorded: {again.strerror or again}"
+        Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} ({where})", soft_wrap=True,
+                                   highlight=False)
         _outcomes.append("failed")
         return None
     adopt_hydra_files(staged, run_dir)
@@ -196,6 +214,8 @@ def main(cfg: DictConfig) -> float | None:
         return None
     metric = "acc" if summary.get("task", "classification") == "classification" else "r2"
     if summary["status"] == "interrupted":
+        if sweep:  # one Ctrl-C stops the whole sweep, not just this job
+            _not_started.append("stop")
         console.print(f"{name}: interrupted at step {summary['steps']}; last.pt saved. Resume with the same command "
                       f"and hydra.{'sweep' if sweep else 'run'}.dir={run_dir.parent if sweep else run_dir}",
                       soft_wrap=True)
@@ -239,8 +259,10 @@ def cli() -> int:
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
+    logging.raiseExceptions = False  # a log line that cannot be written (disk full) is dropped, not a traceback
     _outcomes.clear()
     _refused.clear()
+    _not_started.clear()
     try:
         main()
     except SystemExit as e:

@@ -244,3 +244,54 @@ def test_item2_extending_a_length_dependent_schedule_is_refused(make_cfg, tmp_pa
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "schedule=cosine depends on the training length" in proc.stderr
     assert folder_bytes(tmp_path / "cut") == before
+
+
+def wait_for_rows(metrics: Path, n: int, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < n + 1) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_item6_one_ctrl_c_stops_a_whole_sweep_and_the_same_command_resumes_it(tmp_path):
+    """SIGINT to a real `train -m` (basic launcher) during job 0: job 0 saves last.pt, jobs 1 and 2
+    never start (no folder), exit 130, the jobs not started are listed; the same command resumes."""
+    import signal
+
+    args = [TRAIN, "-m", "data=digits", "trainer.epochs=30", "trainer.batch_size=50", "trainer.seed=0,1,2",
+            "hydra.sweep.dir=S"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(tmp_path / "S" / "0" / "metrics.csv", 2)
+    proc.send_signal(signal.SIGINT)  # one press
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert json.loads((tmp_path / "S" / "0" / "summary.json").read_text())["status"] == "interrupted"
+    assert (tmp_path / "S" / "0" / "last.pt").exists()
+    assert not (tmp_path / "S" / "1").exists() and not (tmp_path / "S" / "2").exists()
+    assert "jobs not started (Ctrl-C stopped the sweep; the same command resumes it): 1, 2" in err
+    assert "hydra.sweep.dir=" in out and "hydra.run.dir" not in out + err
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "job 0 " in again.stdout and "resuming" in again.stdout and "sweep: 3 of 3 jobs completed" in again.stderr
+
+
+def test_item7_disk_full_fails_one_job_in_one_line_and_the_sweep_goes_on(tmp_path):
+    """A real full disk: a 1 MiB tmpfs (needs root to mount). Job 0's last.pt (width 256, about 1.8 MB with
+    AdamW's state) cannot fit: failed, one line, exit 1, no temporary files; job 1 (width 16) completes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        proc = subprocess.run([TRAIN, "-m", *FAST, "model.width=256,16", f"hydra.sweep.dir={disk / 'S'}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
+        (line,) = [ln for ln in proc.stderr.splitlines() if "failed:" in ln]
+        assert line.startswith("job 0 ") and "No space left on device" in line
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]  # temporary files removed
+        assert json.loads((disk / "S" / "1" / "summary.json").read_text())["status"] == "completed"
+        assert "job 0: failed" in proc.stderr and "sweep: 1 of 2 jobs completed" in proc.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
