@@ -68,6 +68,27 @@ def trap_signals(event: threading.Event):
             signal.signal(s, h)
 
 
+def watch_parent(poll: float = 0.5) -> None:
+    """In a launcher's worker process (joblib's loky workers): when the process that started it dies
+    (kill -9 of the sweep), SIGTERM this one, so that training stops after the current step and saves
+    last.pt (resumable) instead of running on as an orphan. The process exits once the job has
+    ended (train.SweepOutcome.on_job_end), or a minute later whatever it does."""
+    if getattr(watch_parent, "started", False):
+        return
+    watch_parent.started, parent = True, os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll)
+        log.warning("the process that started this job (%d) is gone: stopping", parent)
+        watch_parent.orphaned = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
 def prepare(cfg: DictConfig):
     """Check cfg, then set up torch and build the data, model and optimizer it describes."""
     if cfg.trainer.get("distributed") and "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:

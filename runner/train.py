@@ -28,6 +28,7 @@ EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interru
 _SEVERITY = ["failed", "invalid", "interrupted", "diverged", "completed"]
 _outcomes: list[str] = []  # this process's job outcomes, for the exit code
 _refused: list[str] = []  # jobs (numbers) refused because their folder holds another config's run
+_cli_pid: list[int] = []  # the process that ran cli(); main() in any other is a launcher's worker
 _not_started: list[str] = []  # after a Ctrl-C in a sweep: "stop", then the numbers of the jobs that did not start
 
 # Schemas for what the code reads directly: a typo or a wrong type fails when the config is composed.
@@ -61,6 +62,12 @@ if not OmegaConf.has_resolver("hydra_subdir"):  # Hydra writes .hydra/ before ma
 
 class SweepOutcome(Callback):
     """After a sweep, under any launcher: list the jobs that did not complete, from their folders."""
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        run = sys.modules.get("runner.run")  # a worker whose sweep was killed: its job is saved, nobody waits for it
+        if run and getattr(run.watch_parent, "orphaned", False):
+            logging.shutdown()
+            os._exit(EXIT_CODES["interrupted"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from rich.console import Console
@@ -135,6 +142,10 @@ def main(cfg: DictConfig) -> float | None:
     from runner.runfolder import adopt_hydra_files, discard_hydra_files, previous_outcome, record_failure
 
     hc = HydraConfig.get()
+    if os.getpid() not in _cli_pid:  # a launcher's worker process: stop (saving last.pt) if the sweep is killed
+        from runner.run import watch_parent
+
+        watch_parent()
     other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output
     run_dir, console, sweep = Path(hc.runtime.output_dir), Console(quiet=other_rank), hc.mode == RunMode.MULTIRUN
     meta = {"choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
@@ -259,6 +270,7 @@ def cli() -> int:
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
+    _cli_pid[:] = [os.getpid()]
     logging.raiseExceptions = False  # a log line that cannot be written (disk full) is dropped, not a traceback
     _outcomes.clear()
     _refused.clear()
