@@ -265,11 +265,35 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+PLUGINS = {  # preset: (the Hydra plugin's module, the pyproject extra that installs it)
+    "launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "search=": ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """The message for a launcher or search preset whose plugin is not installed, naming the extra."""
+    from importlib.util import find_spec
+
+    for arg in args:
+        for preset, (module, extra) in PLUGINS.items():
+            if arg.lstrip("+").startswith(preset) and find_spec(module) is None:
+                return (f"{arg}: its Hydra plugin is not installed; install the extra: pip install -e \".[{extra}]\" "
+                        f"in a checkout, or pip install \"runner[{extra}]\"")
+    return None
+
+
 def cli() -> int:
     """Hydra, then the exit code that tells a script what happened (EXIT_CODES)."""
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
+    if message := missing_plugin(sys.argv[1:]):
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_CODES["invalid"]
     _cli_pid[:] = [os.getpid()]
     logging.raiseExceptions = False  # a log line that cannot be written (disk full) is dropped, not a traceback
     _outcomes.clear()

@@ -143,3 +143,17 @@ def test_item8_kill_9_of_a_joblib_sweep_leaves_no_orphans(tmp_path):
     for j in "01":  # each job stopped as after SIGTERM: resumable
         summary = json.loads((tmp_path / "sweep" / j / "summary.json").read_text())
         assert summary["status"] == "interrupted" and (tmp_path / "sweep" / j / "last.pt").exists()
+
+
+def test_item18_a_missing_launcher_plugin_names_the_extra(monkeypatch, capsys):
+    """hydra-ray-launcher is not in the test extra: +launcher=ray says which extra installs it."""
+    from importlib.util import find_spec
+
+    from runner import train
+
+    if find_spec("hydra_plugins.hydra_ray_launcher") is not None:
+        pytest.skip("the ray extra is installed here")
+    monkeypatch.setattr(sys, "argv", ["train", "-m", "+launcher=ray", "trainer.epochs=1"])
+    assert train.cli() == 2
+    assert 'pip install -e ".[ray]"' in capsys.readouterr().err
+    assert train.missing_plugin(["+launcher=joblib"]) is None  # installed by the test extra
