@@ -39,7 +39,9 @@ def _check(problems: list, cfg: DictConfig, key: str, rule: str, optional: bool 
     if value is None and optional:
         return
     ok, allowed = RULES[rule]
-    if not ok(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{key}={value!r}: must be finite, {allowed}")
+    elif not ok(value):
         problems.append(f"{key}={value!r}: must be {allowed}")
 
 
@@ -78,7 +80,7 @@ def check_config(cfg: DictConfig) -> None:
                       ("clip.max_norm", "positive"), ("clip.clip_value", "positive"),
                       ("model.depth", "count0"), ("model.width", "count"), ("model.kernel_size", "count"),
                       ("model.stride", "count"), ("model.negative_slope", "non_negative"),
-                      ("norm.eps", "positive"), ("norm.num_groups", "count"), ("norm.momentum", "fraction"),
+                      ("norm.eps", "positive"), ("norm.num_groups", "count"),
                       ("init.weight.std", "positive"), ("init.weight.gain", "positive"),
                       ("schedule.warmup", "non_negative"), ("schedule.gamma", "unit_interval"),
                       ("schedule.step_size", "positive"), ("schedule.period", "positive"), ("schedule.mult", "count"),
@@ -90,15 +92,25 @@ def check_config(cfg: DictConfig) -> None:
                       ("data.val_size", "size"), ("data.label_noise", "probability"),
                       ("data.download_timeout", "positive"),
                       ("data.n_samples", "count"), ("data.noise", "non_negative"), ("data.arms", "count"),
-                      ("data.in_features", "count"), ("data.out_features", "count"), ("data.hidden", "count")]:
+                      ("data.in_features", "count"), ("data.out_features", "count"), ("data.hidden", "count"),
+                      ("data.seed", "count0")]:
         _check(p, cfg, key, rule)
+    _check(p, cfg, "norm.momentum", "fraction", optional=True)  # null: a plain cumulative average (torch's)
     _check(p, cfg, "early_stopping.patience", "count0", optional=True)
     _check(p, cfg, "data.train_size", "size", optional=True)
     _check(p, cfg, "data.test_size", "size", optional=True)  # null: the dataset's own test split
     _check(p, cfg, "trainer.num_threads", "count", optional=True)
-    for i, beta in enumerate(cfg.optimizer.get("betas") or []):
+    betas = cfg.optimizer.get("betas")
+    if betas is not None and (not OmegaConf.is_list(betas) or len(betas) != 2):
+        p.append(f"optimizer.betas={betas!r}: must be a list of 2 numbers in [0, 1), e.g. [0.9,0.999]")
+    for i, beta in enumerate(betas if OmegaConf.is_list(betas) else []):
         if not RULES["probability"][0](beta):
             p.append(f"optimizer.betas[{i}]={beta!r}: must be a number in [0, 1)")
+    _unknown_keys(p, cfg)
+    _unknown_arguments(p, cfg)
+    if cfg.regularizer.get("penalty") == "none" and _number(cfg.regularizer.get("lambda")) and cfg.regularizer["lambda"]:
+        p.append(f"regularizer.lambda={cfg.regularizer['lambda']!r}: regularizer has no weight penalty (penalty: none), "
+                 "so lambda would change nothing; choose regularizer=l2, l1 or elastic_net")
     for i, c in enumerate(cfg.model.get("channels") or []):
         if not RULES["count"][0](c):
             p.append(f"model.channels[{i}]={c!r}: must be an integer >= 1")
@@ -162,6 +174,64 @@ def check_config(cfg: DictConfig) -> None:
     p += logger_problems(cfg)  # conf/logger: a tracker whose extra is not installed
     if p:
         raise ConfigError("\n".join(p))
+
+
+def _top_level_keys() -> set[str]:
+    """What a top-level key may be: a config group of conf/ or a key of conf/train.yaml."""
+    from importlib.resources import files
+
+    import yaml
+
+    conf = files("runner.conf")
+    groups = {p.name for p in conf.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return groups | set(yaml.safe_load((conf / "train.yaml").read_text())) | {"trainer", "paths", "hydra"}
+
+
+def _unknown_keys(problems: list, cfg: DictConfig) -> None:
+    """`+optimiser=adam` (Hydra's suggestion for a misspelt group) adds a key nothing reads: refused."""
+    import difflib
+
+    known = _top_level_keys()
+    for key in cfg:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            problems.append(f"{key}={OmegaConf.select(cfg, str(key))!r}: not a config key, nothing would read it"
+                            + (f"; did you mean {near[0]}?" if near else f"; config keys: {sorted(known)}"))
+
+
+def _unknown_arguments(problems: list, cfg: DictConfig) -> None:
+    """A key added under a torch-built node (`+optimizer.foo=1`) that its _target_ does not take."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    nodes = [(k, cfg[k]) for k in ("optimizer", "norm", "clip", "model")] + \
+            [(f"init.{k}", cfg.init[k]) for k in ("weight", "bias") if k in cfg.get("init", {})]
+    for name, node in nodes:
+        if not OmegaConf.is_dict(node) or "_target_" not in node:
+            continue
+        try:
+            target = get_object(node._target_)
+            params = inspect.signature(target).parameters
+        except Exception:  # noqa: BLE001 - an unknown target fails where it is built, with Hydra's message
+            continue
+        if any(q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values()):
+            continue
+        for key in node:
+            if not str(key).startswith("_") and key not in params:
+                problems.append(f"{name}.{key}={node[key]!r}: {node._target_} takes no such argument; "
+                                f"it takes {[q for q in params if q not in ('self', 'params')]}")
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Legal combinations that confound an ablation: each a line in the log and in summary.json."""
+    out = []
+    decay = cfg.optimizer.get("weight_decay")
+    if cfg.regularizer.get("penalty") not in (None, "none") and _number(decay) and decay > 0:
+        out.append(f"two weight penalties at once: regularizer={cfg.regularizer.penalty} (lambda="
+                   f"{cfg.regularizer['lambda']}) and optimizer.weight_decay={decay}; set optimizer.weight_decay=0 "
+                   "to ablate the penalty alone")
+    return out
 
 
 def check_against_data(cfg: DictConfig, n_train: int) -> None:

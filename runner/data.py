@@ -186,9 +186,11 @@ STANDARDIZE = ("feature", "global", "none")
 
 
 def _count(size: float, n: int, key: str) -> int:
+    from runner.check import ConfigError
+
     count = int(round(size * n)) if size < 1 else int(size)
     if not 0 < count < n:
-        raise ValueError(f"data.{key}={size} leaves no samples for the other splits of {n}")
+        raise ConfigError(f"data.{key}={size}: leaves no samples for the other splits of {n}")
     return count
 
 
@@ -251,6 +253,9 @@ def load(cfg: DictConfig, data_dir: str | Path) -> Splits:
         val, train = order[:n_val], order[n_val:]
     else:
         n_val, n_test = _count(cfg.val_size, n, "val_size"), _count(test_size, n, "test_size")
+        if n_val + n_test >= n:
+            raise ConfigError(f"data.val_size={cfg.val_size}, data.test_size={cfg.test_size}: {n_val} + {n_test} "
+                              f"samples leave none of the {n} for training")
         test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     if cfg.train_size is not None:
         train = train[: _count(cfg.train_size, len(train) + 1, "train_size")]

@@ -48,6 +48,15 @@ class Lookahead:
             torch._foreach_lerp_(self.slow, [p.detach() for p in self.fast], self.alpha)
             torch._foreach_copy_(self.fast, self.slow)
 
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the model's (fast) weights and the slow ones: evaluation and best.pt see the slow
+        weights, Lookahead's result (Zhang et al. evaluate them); a second swap restores training."""
+        for fast, slow in zip(self.fast, self.slow):
+            held = fast.detach().clone()
+            fast.copy_(slow)
+            slow.copy_(held)
+
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "slow": self.slow, "steps": self.steps}
 

@@ -21,7 +21,7 @@ from runner import data as data_module
 from runner import init as init_module
 from runner.augment import make_augment
 from runner.build import build
-from runner.check import check_against_data, check_config
+from runner.check import check_against_data, check_config, config_warnings
 from runner.diagnostics import Diagnostics
 from runner.diagnostics import flags as diagnostic_flags
 from runner.logger import Trackers
@@ -29,7 +29,7 @@ from runner.model import with_input_norm
 from runner.optimizer import make_optimizer
 from runner.regularizer import make_penalty, zero_fraction
 from runner.runfolder import _identity, load_checkpoint, save_atomic, write_atomic, write_csv, write_summary
-from runner.schedule import Plateau, make_lr_at
+from runner.schedule import Plateau, check_extension, make_lr_at
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
 from runner.trainer import METRICS, evaluate, fit, predict
 
@@ -73,6 +73,27 @@ def trap_signals(event: threading.Event):
             signal.signal(s, h)
 
 
+def watch_parent(poll: float = 0.5) -> None:
+    """In a launcher's worker process (joblib's loky workers): when the process that started it dies
+    (kill -9 of the sweep), SIGTERM this one, so that training stops after the current step and saves
+    last.pt (resumable) instead of running on as an orphan. The process exits once the job has
+    ended (train.SweepOutcome.on_job_end), or a minute later whatever it does."""
+    if getattr(watch_parent, "started", False):
+        return
+    watch_parent.started, parent = True, os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll)
+        log.warning("the process that started this job (%d) is gone: stopping", parent)
+        watch_parent.orphaned = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
 def setup(cfg: DictConfig):
     """Check cfg, set up torch and load the data: what every run of a vectorized stack shares."""
     if cfg.trainer.get("distributed") and "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
@@ -80,6 +101,8 @@ def setup(cfg: DictConfig):
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # RANK, WORLD_SIZE, MASTER_ADDR, ...
     check_config(cfg)
+    for line in config_warnings(cfg):
+        log.warning(line)
     trainer = schema(TrainerConfig, cfg.trainer)
     paths = schema(PathsConfig, cfg.paths)
     if trainer.num_threads:
@@ -148,9 +171,18 @@ def make_job(cfg: DictConfig, run_dir: Path, meta: dict | None, trainer, stoppin
                make_penalty(model, cfg.regularizer), build(cfg.clip))
 
 
+def _total_steps(job: Job) -> int:
+    return job.trainer.epochs * (len(job.data.x_train) // min(job.trainer.batch_size, len(job.data.x_train)))
+
+
 def restore(job: Job) -> dict:
-    """Load run_dir/last.pt into the job's model, optimizer, plateau and diagnostics; return fit's loop state."""
+    """Load run_dir/last.pt into the job's model, optimizer, plateau and diagnostics; return fit's loop state.
+    A run resumed with more (or fewer) epochs is refused where the lrs already used depend on the length."""
     ckpt = load_checkpoint(job.run_dir / "last.pt")
+    total = _total_steps(job)
+    if ckpt.get("total_steps", total) != total:
+        spe = total // job.trainer.epochs
+        check_extension(job.cfg.schedule, job.cfg.optimizer.lr, spe, ckpt["total_steps"], total, ckpt["step"])
     job.model.load_state_dict(ckpt["model"])
     job.optimizer.load_state_dict(ckpt["optimizer"])
     if job.plateau:
@@ -205,13 +237,15 @@ def run(cfg: DictConfig, run_dir: Path, on_eval=None, meta: dict | None = None, 
 def finish(job: Job, result: dict, interrupted: bool, started: float, extra: dict | None = None) -> dict:
     """Write what a run leaves after training (last.pt; then best.pt, predictions.npz and the final
     evaluation unless interrupted) and return its summary."""
-    cfg, run_dir, model, data, stopping = job.cfg, job.run_dir, job.model, job.data, job.stopping
-    save_atomic({"model": model.state_dict(), "optimizer": job.optimizer.state_dict(), "step": result["steps"],
-                 "plateau": job.plateau.state_dict() if job.plateau else None, "loop": result["state"],
-                 "diagnostics": job.diag.rows if job.diag else []}, run_dir / "last.pt")
+    cfg, run_dir, model, data, stopping, optimizer = job.cfg, job.run_dir, job.model, job.data, job.stopping, job.optimizer
+    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": result["steps"],
+                 "total_steps": _total_steps(job), "plateau": job.plateau.state_dict() if job.plateau else None,
+                 "loop": result["state"], "diagnostics": job.diag.rows if job.diag else []}, run_dir / "last.pt")
+    if hasattr(optimizer, "swap"):  # Lookahead's result is its slow weights: those are tested (last.pt keeps both)
+        optimizer.swap()
     progress = {"stop_reason": result["stop_reason"], "epochs": result["epochs"], "steps": result["steps"]}
     if interrupted:
-        log.warning("interrupted: last.pt saved; the same command with hydra.run.dir=%s resumes", run_dir)
+        log.warning("interrupted: last.pt saved in %s; the same command resumes it", run_dir)
         return write_summary(run_dir, {"status": "interrupted", **progress, **_identity(cfg, job.meta)})
     status = "diverged" if result["stop_reason"].startswith("diverged") else "completed"
     if result["best_state"] is not None:
@@ -242,7 +276,7 @@ def finish(job: Job, result: dict, interrupted: bool, started: float, extra: dic
         "device": str(job.device), "seed": job.trainer.seed, "task": data.task, **(extra or {}),
         **(diagnostic_flags(job.diag.rows, **{k: v for k, v in cfg.diagnostics.items()
                                               if k.endswith(("_below", "_above"))}) if job.diag else {}),
-        **_identity(cfg, job.meta),
+        "warnings": config_warnings(cfg), **_identity(cfg, job.meta),
     }
     log.info("%s after %s epochs: test_%s=%.4f", status, summary["epochs"], metric, final[f"test_{metric}"])
     return write_summary(run_dir, summary)

@@ -31,12 +31,15 @@ def cosine(e, total, min_ratio=0.0):
 
 
 def cosine_restarts(e, total, period, mult=1, min_ratio=0.0):
+    """SGDR: cycle i lasts period * mult^i epochs and starts at the full lr. The cycle is found by
+    adding lengths (exact in integers), not by a logarithm: floor(log(243, 3)) is 4 in floating
+    point, which put the restart at 121 periods (mult 3) at the minimum lr instead."""
     if mult == 1:
-        t, length = e % period, period
-    else:  # cycle i starts at period * (mult^i - 1) / (mult - 1)
-        i = math.floor(math.log(e / period * (mult - 1) + 1, mult))
-        t, length = e - period * (mult**i - 1) / (mult - 1), period * mult**i
-    return cosine(t, length, min_ratio)
+        return cosine(e % period, period, min_ratio)
+    start, length = 0, period
+    while e >= start + length:
+        start, length = start + length, length * mult
+    return cosine(e - start, length, min_ratio)
 
 
 def onecycle(e, total, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
@@ -91,6 +94,27 @@ def make_lr_at(cfg: DictConfig, base_lr: float, steps_per_epoch: int, total_step
         return base_lr * fn((step - warm) / steps_per_epoch, total, **hparams)
 
     return lr_at
+
+
+def check_extension(cfg: DictConfig, base_lr: float, steps_per_epoch: int, old_total: int, new_total: int,
+                    done: int) -> None:
+    """Resuming an interrupted run with another trainer.epochs gives exactly the run of the new
+    length when every lr of the `done` steps is the same under both lengths (constant, step,
+    multistep, exponential, inverse_time, cosine_restarts, plateau, any warmup); cosine and
+    onecycle stretch with the length, so the steps done ran at lrs the longer run would not use:
+    ConfigError, as the result would match neither run."""
+    from runner.check import ConfigError
+
+    if new_total <= done:
+        raise ConfigError(f"trainer.epochs={new_total // steps_per_epoch}: the interrupted run already took {done} "
+                          f"steps ({done / steps_per_epoch:g} epochs); give more epochs to extend it")
+    old, new = (make_lr_at(cfg, base_lr, steps_per_epoch, t) for t in (old_total, new_total))
+    first = next((s for s in range(done) if old(s) != new(s)), None)
+    if first is not None:
+        raise ConfigError(f"trainer.epochs={new_total // steps_per_epoch}: schedule={cfg.name} depends on the "
+                          f"training length, so the {done} steps done (lr {old(first):.3g} at step {first}, where "
+                          f"{new(first):.3g} would be) match no run of the new length; resume with the old "
+                          "trainer.epochs, or start a new folder")
 
 
 class Plateau:

@@ -27,6 +27,9 @@ EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interru
 """The exit code of `train` for each outcome; a sweep exits with its worst job's (failed first)."""
 _SEVERITY = ["failed", "invalid", "interrupted", "diverged", "completed"]
 _outcomes: list[str] = []  # this process's job outcomes, for the exit code
+_refused: list[str] = []  # jobs (numbers) refused because their folder holds another config's run
+_cli_pid: list[int] = []  # the process that ran cli(); main() in any other is a launcher's worker
+_not_started: list[str] = []  # after a Ctrl-C in a sweep: "stop", then the numbers of the jobs that did not start
 
 # Schemas for what the code reads directly: a typo or a wrong type fails when the config is composed.
 _store = ConfigStore.instance()
@@ -53,10 +56,18 @@ def unique_dir(base: str) -> str:
 
 if not OmegaConf.has_resolver("unique_dir"):
     OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+if not OmegaConf.has_resolver("hydra_subdir"):  # Hydra writes .hydra/ before main() runs: never into a run that has a summary
+    OmegaConf.register_new_resolver("hydra_subdir", lambda d: __import__("runner.runfolder").runfolder.hydra_subdir(d))
 
 
 class SweepOutcome(Callback):
     """After a sweep, under any launcher: list the jobs that did not complete, from their folders."""
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        run = sys.modules.get("runner.run")  # a worker whose sweep was killed: its job is saved, nobody waits for it
+        if run and getattr(run.watch_parent, "orphaned", False):
+            logging.shutdown()
+            os._exit(EXIT_CODES["interrupted"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from rich.console import Console
@@ -68,12 +79,17 @@ class SweepOutcome(Callback):
                 statuses[job.name] = json.loads((job / "summary.json").read_text())["status"]
             except (OSError, ValueError, KeyError):
                 statuses[job.name] = "failed"  # a job that died without a word (killed process)
-        _outcomes[:] = list(statuses.values())
+        statuses |= {job: "refused: its folder holds a run of another config" for job in _refused}
+        _outcomes[:] = [*_outcomes, *(s for s in statuses.values() if s in EXIT_CODES)]
         bad = {job: s for job, s in statuses.items() if s != "completed"}
         console = Console(stderr=True)
         for job, status in bad.items():
             console.print(f"job {job}: {status} (see {sweep / job}/summary.json)", soft_wrap=True)
-        console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses)} jobs completed -> {sweep}", soft_wrap=True)
+        if len(_not_started) > 1:
+            console.print(f"jobs not started (Ctrl-C stopped the sweep; the same command resumes it): "
+                          f"{', '.join(_not_started[1:])}", soft_wrap=True)
+        console.print(f"sweep: {len(statuses) - len(bad)} of {len(statuses) + len(_not_started[1:])} jobs completed "
+                      f"-> {sweep}", soft_wrap=True)
 
 
 def _num(value) -> str:
@@ -83,7 +99,7 @@ def _num(value) -> str:
 def _result_table(summary: dict):
     from rich.table import Table
 
-    table = Table(title=f"{summary['status']}: {summary['stop_reason']}", title_justify="left")
+    table = Table(title=summary["status"], title_justify="left")  # the reason follows the table: a title wraps
     metric = "acc" if summary["task"] == "classification" else "r2"
     table.add_column("split")
     table.add_column("loss", justify="right")
@@ -135,6 +151,28 @@ def _name(hc) -> str:
         else "run"
 
 
+def _staged(hc, run_dir: Path) -> Path:
+    """Where Hydra wrote this job's .hydra files (elsewhere when run_dir holds a run already: conf/train.yaml)."""
+    return run_dir / hc.output_subdir if hc.output_subdir else run_dir / ".hydra"
+
+
+def _go_ahead(cfg: DictConfig, run_dir: Path, staged: Path, name: str, console) -> tuple[str, dict | None]:
+    """What the run folder says of this job (runfolder.previous_outcome), with Hydra's staged files
+    discarded when the job is skipped and moved into .hydra when it goes ahead (extend: after the run)."""
+    from runner.runfolder import adopt_hydra_files, discard_hydra_files, previous_outcome
+
+    action, before = previous_outcome(run_dir, cfg)
+    if action == "skip":
+        discard_hydra_files(staged, run_dir)
+        console.print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
+    elif action != "extend":  # the run goes ahead: Hydra's files describe it now
+        adopt_hydra_files(staged, run_dir)
+    if action in ("resume", "extend"):
+        console.print(f"{name}: resuming {run_dir} at step {before.get('steps')}"
+                      f"{f' to trainer.epochs={cfg.trainer.epochs}' if action == 'extend' else ''}", soft_wrap=True)
+    return action, before
+
+
 def prepare_job(cfg: DictConfig, hc) -> dict | None:
     """What main() decides before training, for a job the vectorized launcher trains in a stack:
     None when it is not to train (finished: skipped; a bad config: recorded as invalid), else
@@ -142,21 +180,27 @@ def prepare_job(cfg: DictConfig, hc) -> dict | None:
     from rich.console import Console
 
     from runner.check import ConfigError, check_config
-    from runner.runfolder import previous_outcome, record_failure
+    from runner.runfolder import discard_hydra_files, record_failure
 
     run_dir, meta, name = Path(hc.runtime.output_dir), _meta(hc), _name(hc)
+    staged = _staged(hc, run_dir)
     try:
-        action, before = previous_outcome(run_dir, cfg)
+        action, before = _go_ahead(cfg, run_dir, staged, name, Console())
         if action == "skip":
-            Console().print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
+            _outcomes.append(before["status"])
             return None
         check_config(cfg)
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]error:[/] {_escape(e)}", soft_wrap=True, highlight=False)
-        record_failure(run_dir, cfg, "invalid", e, meta)
+        Console(stderr=True).print(f"[red]error:[/] {name}: {_escape(e)}", soft_wrap=True, highlight=False)
+        discard_hydra_files(staged, run_dir)
+        if not (run_dir / "summary.json").exists():  # never over a finished or interrupted run's record
+            record_failure(run_dir, cfg, "invalid", e, meta)
+        else:
+            _refused.append(str(hc.job.num))
         return None
-    return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num,
-            "resume": action == "resume", "step": before.get("steps", 0) if action == "resume" else 0}
+    resume = action in ("resume", "extend")
+    return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num, "staged": staged,
+            "resume": resume, "step": before.get("steps", 0) if resume else 0}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://runner.conf", config_name="train")
@@ -166,9 +210,13 @@ def main(cfg: DictConfig) -> float | None:
     from runner.check import ConfigError
     from runner.logger import abort as abort_trackers
     from runner.run import run
-    from runner.runfolder import previous_outcome, record_failure
+    from runner.runfolder import adopt_hydra_files, discard_hydra_files, record_failure
 
     hc = HydraConfig.get()
+    if os.getpid() not in _cli_pid:  # a launcher's worker process: stop (saving last.pt) if the sweep is killed
+        from runner.run import watch_parent
+
+        watch_parent()
     other_rank = int(os.environ.get("RANK", "0")) > 0  # a torchrun process that is not rank 0: no output
     run_dir, console, sweep = Path(hc.runtime.output_dir), Console(quiet=other_rank), hc.mode == RunMode.MULTIRUN
     meta, name = _meta(hc), _name(hc)
@@ -176,10 +224,16 @@ def main(cfg: DictConfig) -> float | None:
         from rich.syntax import Syntax
 
         console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
+    staged = _staged(hc, run_dir)
+    if sweep and _not_started:  # Ctrl-C stopped the sweep: the remaining jobs start nothing and leave nothing
+        discard_hydra_files(staged, run_dir)
+        if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:  # only what Hydra just wrote
+            shutil.rmtree(run_dir, ignore_errors=True)
+        _not_started.append(str(hc.job.num))
+        return None
     try:
-        action, before = previous_outcome(run_dir, cfg)
+        action, before = _go_ahead(cfg, run_dir, staged, name, console)
         if action == "skip":
-            console.print(f"{name}: already {before['status']} in {run_dir}, skipped", soft_wrap=True)
             _outcomes.append(before["status"])
             return before.get("best_value")
         if cfg.lr_find.enabled:
@@ -192,29 +246,43 @@ def main(cfg: DictConfig) -> float | None:
             _outcomes.append("completed")
             return summary["suggested_lr"]
         if sweep:
-            summary = run(cfg, run_dir, meta=meta, resume=action == "resume")
+            summary = run(cfg, run_dir, meta=meta, resume=action in ("resume", "extend"))
         else:
-            summary = _train_with_progress(cfg, run_dir, console, meta, resume=action == "resume")
+            summary = _train_with_progress(cfg, run_dir, console, meta, resume=action in ("resume", "extend"))
     except ConfigError as e:
-        Console(stderr=True).print(f"[red]error:[/] {_escape(e)}", soft_wrap=True, highlight=False)
-        if sweep:
+        Console(stderr=True).print(f"[red]error:[/] {f'{name}: ' if sweep else ''}{_escape(e)}", soft_wrap=True,
+                                   highlight=False)
+        discard_hydra_files(staged, run_dir)
+        if sweep and not (run_dir / "summary.json").exists():  # never over a finished or interrupted run's record
             record_failure(run_dir, cfg, "invalid", e, meta)
+        elif sweep:
+            _refused.append(str(hc.job.num))
         elif not (run_dir / "summary.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no folder behind
         _outcomes.append("invalid")
         return None
     except KeyboardInterrupt as e:  # a second Ctrl-C, or one before training started
+        adopt_hydra_files(staged, run_dir)
         record_failure(run_dir, cfg, "interrupted", e, meta)
         abort_trackers("interrupted", e)
         _outcomes.append("interrupted")
-        raise
+        if not sweep:
+            raise
+        _not_started.append("stop")  # the sweep ends here: the jobs after this one do not start
+        return None
     except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
-        record_failure(run_dir, cfg, "failed", e, meta)
-        abort_trackers("failed", e)
-        Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} (traceback in "
-                                   f"{run_dir / 'error.txt'})", soft_wrap=True, highlight=False)
+        try:
+            adopt_hydra_files(staged, run_dir)
+            record_failure(run_dir, cfg, "failed", e, meta)
+            abort_trackers("failed", e)
+            where = f"traceback in {run_dir / 'error.txt'}"
+        except OSError as again:  # a full disk: the record cannot be written either
+            where = f"not recorded: {again.strerror or again}"
+        Console(stderr=True).print(f"[red]{name} failed:[/] {type(e).__name__}: {e} ({where})", soft_wrap=True,
+                                   highlight=False)
         _outcomes.append("failed")
         return None
+    adopt_hydra_files(staged, run_dir)
     _outcomes.append(summary["status"])
     if other_rank or summary.get("rank"):  # not rank 0 of a data-parallel run: rank 0 reports
         if other_rank:
@@ -222,6 +290,8 @@ def main(cfg: DictConfig) -> float | None:
         return None
     metric = "acc" if summary.get("task", "classification") == "classification" else "r2"
     if summary["status"] == "interrupted":
+        if sweep:  # one Ctrl-C stops the whole sweep, not just this job
+            _not_started.append("stop")
         console.print(f"{name}: interrupted at step {summary['steps']}; last.pt saved. Resume with the same command "
                       f"and hydra.{'sweep' if sweep else 'run'}.dir={run_dir.parent if sweep else run_dir}",
                       soft_wrap=True)
@@ -230,6 +300,8 @@ def main(cfg: DictConfig) -> float | None:
                       f"{summary['train_seconds']:.1f} s -> {run_dir}", soft_wrap=True)
     else:
         console.print(_result_table(summary))
+        status, reason = summary["status"], summary["stop_reason"]  # not "diverged: diverged: non-finite ..."
+        console.print(reason if reason.startswith(status) else f"{status}: {reason}", soft_wrap=True, highlight=False)
         console.print(f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['train_seconds']:.1f} s on "
                       f"{summary['device']}; best {summary['monitor']} at epoch {summary['best_epoch']}"
                       f"{' (restored)' if summary['restored_best'] else ''}\nrun folder: {run_dir}", soft_wrap=True)
@@ -268,13 +340,41 @@ def _register_launcher() -> None:
     Plugins.instance().register(VectorizedLauncher)
 
 
+PLUGINS = {  # preset: (the Hydra plugin's module, the pyproject extra that installs it)
+    "launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "search=": ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """The message for a launcher or search preset whose plugin is not installed, naming the extra."""
+    from importlib.util import find_spec
+
+    for arg in args:
+        for preset, (module, extra) in PLUGINS.items():
+            if arg.lstrip("+").startswith(preset) and find_spec(module) is None:
+                return (f"{arg}: its Hydra plugin is not installed; install the extra: pip install -e \".[{extra}]\" "
+                        f"in a checkout, or pip install \"runner[{extra}]\"")
+    return None
+
+
 def cli() -> int:
     """Hydra, then the exit code that tells a script what happened (EXIT_CODES)."""
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
+    if message := missing_plugin(sys.argv[1:]):
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_CODES["invalid"]
+    _cli_pid[:] = [os.getpid()]
+    logging.raiseExceptions = False  # a log line that cannot be written (disk full) is dropped, not a traceback
     _outcomes.clear()
     _register_launcher()
+    _refused.clear()
+    _not_started.clear()
     try:
         main()
     except SystemExit as e:

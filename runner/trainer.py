@@ -113,6 +113,8 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         if not due:
             continue
         train_loss = _sum_over_ranks(run_loss).item() / world / state["seen"]
+        if hasattr(optimizer, "swap"):  # Lookahead: evaluate and keep the slow weights, until the swap back
+            optimizer.swap()
         val = evaluate(model, data.x_val, data.y_val, data.task, cfg.precision)
         row = {"epoch": round(step / spe, 4), "step": step, "lr": lr, "train_loss": train_loss,
                f"train_{metric}": _sum_over_ranks(run_hits).item() / (state["seen"] * bs * world) if clf
@@ -127,6 +129,8 @@ def fit(model, data: Splits, optimizer, lr_at, cfg: TrainerConfig, stopping: Ear
         model.train()
         if stop.update(row[stopping.monitor], row["epoch"]):
             state["best_state"] = {k: v.detach().clone() for k, v in getattr(model, "module", model).state_dict().items()}
+        if hasattr(optimizer, "swap"):
+            optimizer.swap()
         if plateau:
             plateau.update(row[plateau.cfg.monitor])
         rows.append(row)

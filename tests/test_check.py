@@ -4,6 +4,7 @@ no run folder left behind. `train` runs in-process here (the same code path as t
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from runner import train
 
@@ -46,6 +47,14 @@ INVALID = [
     (["trainer.epoch=5"], "Key 'epoch' not in 'TrainerConfig'"),
     (["trainer.epochs=many"], "trainer.epochs"),
     (["optimizer=adamax"], "Could not find 'optimizer/adamax'"),
+    # issue 12: refused at run time before (exit 1 and a folder left), now here
+    (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: must be a list of 2 numbers in [0, 1)"),
+    (["data.seed=-1"], "data.seed=-1: must be an integer >= 0"),
+    (["data.seed=abc"], "data.seed='abc': must be an integer >= 0"),
+    (["data.seed=1.5"], "data.seed=1.5: must be an integer >= 0"),
+    (["data.val_size=5999"], "leave none of the 6000 for training"),
+    (["+optimizer.foo=1"], "optimizer.foo=1: torch.optim.AdamW takes no such argument"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf: must be finite, a number > 0"),
 ]
 
 
@@ -74,3 +83,52 @@ def test_several_problems_are_all_listed(monkeypatch, tmp_path, capsys):
 def test_a_valid_run_exits_0(monkeypatch, tmp_path):
     assert run_cli(monkeypatch, tmp_path, "data=digits", "trainer.epochs=1") == 0
     assert len(list(tmp_path.glob("outputs/*/*/summary.json"))) == 1
+
+
+def test_betas_given_as_a_word_is_one_message(monkeypatch, tmp_path, capsys):
+    assert run_cli(monkeypatch, tmp_path, "optimizer.betas=abc") == 2
+    err = capsys.readouterr().err
+    assert err.count("optimizer.betas") == 1 and "must be a list of 2 numbers" in err
+
+
+def test_item3_lambda_without_a_penalty_is_refused(monkeypatch, tmp_path, capsys):
+    """regularizer.lambda=0.1 under the default regularizer=dropout would change nothing."""
+    assert run_cli(monkeypatch, tmp_path, "regularizer.lambda=0.1") == 2
+    assert "regularizer.lambda=0.1: regularizer has no weight penalty" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").glob("*/*"))
+
+
+def test_item4_unknown_top_level_key_is_refused(monkeypatch, tmp_path, capsys):
+    """`+optimiser=adam`, Hydra's own suggestion for the misspelt `optimiser=adam`, trained AdamW."""
+    assert run_cli(monkeypatch, tmp_path, "+optimiser=adam") == 2
+    assert "optimiser='adam': not a config key, nothing would read it; did you mean optimizer?" in \
+        capsys.readouterr().err
+
+
+def test_item5_two_weight_penalties_warn_and_are_recorded(monkeypatch, tmp_path, capsys):
+    import json
+
+    from runner.check import config_warnings
+
+    assert run_cli(monkeypatch, tmp_path, "data=digits", "trainer.epochs=1", "regularizer=l2") == 0
+    (summary,) = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/*/*/summary.json")]
+    assert len(summary["warnings"]) == 1 and "optimizer.weight_decay=0.01" in summary["warnings"][0]
+    out = capsys.readouterr()
+    assert "two weight penalties at once" in out.out + out.err  # Hydra's console log handler: stdout
+    assert summary["warnings"] == config_warnings(OmegaConf.create(summary["config"]))
+
+
+def test_item14_norm_momentum_null_is_allowed(make_cfg):
+    """torch's cumulative average (momentum=None): the lectures' plain average of the batch statistics."""
+    import torch
+
+    from runner.build import build
+    from runner.check import check_config
+
+    cfg = make_cfg("norm=batchnorm", "norm.momentum=null", "data=digits")
+    check_config(cfg)
+    bn = build(cfg.norm)(3)
+    batches = [torch.randn(8, 3) + i for i in range(3)]
+    for b in batches:
+        bn(b)
+    assert torch.allclose(bn.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-6)

@@ -98,3 +98,62 @@ def test_a_killed_job_loses_nothing_else_and_reruns_alone(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     after = {p.parent.name: p.read_text() for p in (tmp_path / "sweep").glob("*/summary.json")}
     assert sorted(after) == ["0", "1", "2"] and all(after[j] == finished[j] for j in finished)  # 0, 2 not retrained
+
+
+def _descendants(pid: int) -> set[int]:
+    out = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for c in map(int, children):
+            out |= {c, *_descendants(c)}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_item8_kill_9_of_a_joblib_sweep_leaves_no_orphans(tmp_path):
+    """kill -9 of `train -m +launcher=joblib`: its loky workers notice, save last.pt and exit."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([TRAIN, "-m", "+launcher=joblib", "hydra.launcher.n_jobs=2", "data=digits",
+                             "trainer.epochs=500", "trainer.seed=0,1", "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = [tmp_path / "sweep" / j / "metrics.csv" for j in "01"]
+    deadline = time.time() + 240
+    while not all(m.exists() for m in metrics) and time.time() < deadline:
+        time.sleep(0.1)
+    workers = _descendants(proc.pid)
+    assert workers and all(m.exists() for m in metrics)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [w for w in workers if _alive(w)]
+    for j in "01":  # each job stopped as after SIGTERM: resumable
+        summary = json.loads((tmp_path / "sweep" / j / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and (tmp_path / "sweep" / j / "last.pt").exists()
+
+
+def test_item18_a_missing_launcher_plugin_names_the_extra(monkeypatch, capsys):
+    """hydra-ray-launcher is not in the test extra: +launcher=ray says which extra installs it."""
+    from importlib.util import find_spec
+
+    from runner import train
+
+    if find_spec("hydra_plugins.hydra_ray_launcher") is not None:
+        pytest.skip("the ray extra is installed here")
+    monkeypatch.setattr(sys, "argv", ["train", "-m", "+launcher=ray", "trainer.epochs=1"])
+    assert train.cli() == 2
+    assert 'pip install -e ".[ray]"' in capsys.readouterr().err
+    assert train.missing_plugin(["+launcher=joblib"]) is None  # installed by the test extra

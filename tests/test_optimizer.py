@@ -133,3 +133,57 @@ def test_lookahead_follows_the_inner_optimizers_param_groups_after_loading():
     for group in opt.param_groups:
         group["lr"] = 0.5
     assert opt.optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_item13_lookahead_run_tests_and_saves_the_slow_weights(make_cfg, tmp_path):
+    """3 steps with k=2: the slow weights synced at step 2, the fast ones took one more step. The
+    summary's test loss is the slow weights' (evaluated here from last.pt), not the fast ones'."""
+    import torch.nn.functional as F
+
+    from runner.build import build
+    from runner.data import load
+    from runner.run import run
+
+    cfg = make_cfg("data=digits", "trainer.epochs=1", "trainer.batch_size=100", "data.train_size=300",
+                   "lookahead.k=2", "diagnostics=off", small=False)
+    summary = run(cfg, tmp_path)
+    assert summary["steps"] == 3
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    data = load(cfg.data, cfg.paths.data_dir)
+    model = build(cfg.model)(data.input_shape, data.num_outputs, norm=build(cfg.norm), dropout=0.2, input_dropout=0.0)
+    model.load_state_dict(ckpt["model"])  # the fast weights, what resuming continues from
+    model.eval()
+    fast_loss = F.cross_entropy(model(data.x_test), data.y_test).item()
+    with torch.no_grad():
+        for p, slow in zip(model.parameters(), ckpt["optimizer"]["slow"]):
+            p.copy_(slow)
+    slow_loss = F.cross_entropy(model(data.x_test), data.y_test).item()
+    assert fast_loss != pytest.approx(slow_loss, rel=1e-6)  # they differ, so the test can tell them apart
+    assert summary["test_loss"] == pytest.approx(slow_loss, rel=1e-5)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())  # best.pt: the slow weights
+
+
+def test_item14_torch_momentum_equals_the_lectures_rule_only_at_a_constant_lr():
+    """torch: v <- mu v + g, w <- w - lr v. Lectures: v <- gamma v + eta g, w <- w - v. Equal while
+    lr = eta is constant; when lr changes, torch rescales all past velocity by the new lr."""
+    grads = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([-1.0])]
+
+    def torch_rule(lrs):
+        w = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=lrs[0], momentum=0.9)
+        for g, lr in zip(grads, lrs):
+            opt.param_groups[0]["lr"] = lr
+            w.grad = g.clone()
+            opt.step()
+        return w.item()
+
+    def lecture_rule(lrs):
+        w, v = 0.0, 0.0
+        for g, eta in zip(grads, lrs):
+            v = 0.9 * v + eta * g.item()
+            w -= v
+        return w
+
+    assert torch_rule([0.1] * 3) == pytest.approx(lecture_rule([0.1] * 3))
+    assert torch_rule([0.1, 0.01, 0.001]) != pytest.approx(lecture_rule([0.1, 0.01, 0.001]))

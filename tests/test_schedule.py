@@ -116,3 +116,19 @@ def test_unknown_schedule_names_the_choices(make_cfg):
     cfg = make_cfg("schedule=constant", "schedule.name=triangle").schedule
     with pytest.raises(ValueError, match=r"schedule.name='triangle'.*cosine"):
         make_lr_at(cfg, LR, SPE, TOTAL)
+
+
+@pytest.mark.parametrize("mult", [3, 10])
+def test_item12_cosine_restarts_restart_at_full_lr_for_any_mult(mult):
+    """Cycle starts by hand: mult 3 -> 0, 1, 4, 13, 40, 121, 364 periods; mult 10 -> 0, 1, 11, 111, 1111, 11111.
+    At each start the lr is the full lr; just before it, the cycle's minimum (floor(log(243, 3)) = 4 put
+    the start at 121 at the minimum)."""
+    from runner.schedule import cosine_restarts
+
+    starts = {3: [0, 1, 4, 13, 40, 121, 364], 10: [0, 1, 11, 111, 1111, 11111]}[mult]
+    for s, nxt in zip(starts, starts[1:]):
+        assert cosine_restarts(s, 10**6, period=1, mult=mult) == 1.0
+        mid = (s + nxt) / 2  # halfway through cycle of length nxt - s: (1 + cos(pi / 2)) / 2
+        assert cosine_restarts(mid, 10**6, period=1, mult=mult) == pytest.approx(0.5)
+        assert cosine_restarts(nxt - 1e-6, 10**6, period=1, mult=mult) == pytest.approx(0.0, abs=1e-9)
+    assert cosine_restarts(121 * 7, 10**6, period=7, mult=3) == 1.0  # a period of 7 epochs: starts x 7

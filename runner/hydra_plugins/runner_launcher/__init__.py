@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
@@ -76,11 +76,10 @@ class VectorizedLauncher(Launcher):
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         if interrupted.is_set():
             VectorizedLauncher.stopped = True
-        if not_started:
-            console.print(f"interrupted: {len(not_started)} jobs not started ("
-                          f"{', '.join(str(c.hydra.job.num) for c in not_started)}); the same command with "
-                          f"hydra.sweep.dir={self.config.hydra.sweep.dir} trains them and resumes the interrupted",
-                          soft_wrap=True)
+        if not_started:  # listed by runner.train.SweepOutcome at the sweep's end
+            from runner.train import _not_started
+
+            _not_started[:] = ["stop", *_not_started[1:], *(str(c.hydra.job.num) for c in not_started)]
         return runs
 
     def _run(self, cfg: DictConfig, task_function) -> JobReturn:
@@ -89,15 +88,11 @@ class VectorizedLauncher(Launcher):
 
     def _run_alone(self, cfg: DictConfig, interrupted: threading.Event) -> JobReturn:
         """An ordinary job (runner.train.main); its interruption stops the sweep here too."""
-        import json
+        from runner.train import _not_started
 
         ret = self._run(cfg, self.task_function)
-        try:
-            summary = json.loads((Path(cfg.hydra.runtime.output_dir) / "summary.json").read_text())
-            if summary.get("status") == "interrupted":
-                interrupted.set()
-        except (OSError, ValueError):
-            pass
+        if _not_started:  # main() saw a Ctrl-C
+            interrupted.set()
         return ret
 
     def _run_stack(self, configs: list[DictConfig], interrupted: threading.Event, console) -> list[JobReturn]:
@@ -106,6 +101,7 @@ class VectorizedLauncher(Launcher):
         members that need it as stacks, one per resume step."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from runner.runfolder import adopt_hydra_files
         from runner.train import prepare_job
         from runner.vectorized import train_stack
 
@@ -139,6 +135,8 @@ class VectorizedLauncher(Launcher):
 
             try:
                 train_stack(stack, interrupted, on_eval=show, on_done=done, max_stack=self.max_stack)
+                for m in stack:  # Hydra's files of a run extended to more epochs: now that it ran
+                    adopt_hydra_files(m["staged"], m["run_dir"])
             except Exception as e:  # noqa: BLE001 - recorded in every member's folder; the sweep goes on
                 console.print(f"[red]stack of {len(stack)} failed:[/] {type(e).__name__}: {e} (every member "
                               f"recorded as failed; traceback in {stack[0]['run_dir'] / 'error.txt'})",
