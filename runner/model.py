@@ -107,12 +107,12 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
-        self.register_buffer("mean", mean.float().clone())
-        self.register_buffer("std", std.float().clone())
+        self.register_buffer("mean", mean.to(torch.get_default_dtype()).clone())  # float32 unless a test asks float64
+        self.register_buffer("std", std.to(torch.get_default_dtype()).clone())
 
     def forward(self, x):
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        x = (x.float() - self.mean.view(shape)) / self.std.view(shape)
+        x = (x.to(self.mean.dtype) - self.mean.view(shape)) / self.std.view(shape)
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and x.dim() == 4 else x
 
 
