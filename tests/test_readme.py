@@ -44,7 +44,9 @@ def tiny(command: str) -> list[str]:
             for a in args]  # an Optuna search: 2 trials
     if not any(a.startswith("data=") for a in args):
         args.append("data=digits")
-    return [*args, "trainer.epochs=1"]
+    values = dict(a.split("=", 1) for a in args if "=" in a)
+    epochs = int(float(values["schedule.warmup"])) + 1 if values.get("schedule.warmup_unit") == "epochs" else 1
+    return [*args, f"trainer.epochs={epochs}"]  # warmup in epochs must be shorter than training
 
 
 def skip_reason(command: str) -> str | None:
