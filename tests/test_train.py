@@ -259,7 +259,8 @@ def test_item6_one_ctrl_c_stops_a_whole_sweep_and_the_same_command_resumes_it(tm
     never start (no folder), exit 130, the jobs not started are listed; the same command resumes."""
     import signal
 
-    args = [TRAIN, "-m", "data=digits", "trainer.epochs=30", "trainer.batch_size=50", "trainer.seed=0,1,2",
+    args = [TRAIN, "-m", "data=digits", "trainer.epochs=40", "data.train_size=300", "trainer.batch_size=50",
+            "trainer.seed=0,1,2",
             "hydra.sweep.dir=S"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rows(tmp_path / "S" / "0" / "metrics.csv", 2)
@@ -271,7 +272,7 @@ def test_item6_one_ctrl_c_stops_a_whole_sweep_and_the_same_command_resumes_it(tm
     assert not (tmp_path / "S" / "1").exists() and not (tmp_path / "S" / "2").exists()
     assert "jobs not started (Ctrl-C stopped the sweep; the same command resumes it): 1, 2" in err
     assert "hydra.sweep.dir=" in out and "hydra.run.dir" not in out + err
-    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "job 0 " in again.stdout and "resuming" in again.stdout and "sweep: 3 of 3 jobs completed" in again.stderr
 
@@ -295,3 +296,13 @@ def test_item7_disk_full_fails_one_job_in_one_line_and_the_sweep_goes_on(tmp_pat
         assert "job 0: failed" in proc.stderr and "sweep: 1 of 2 jobs completed" in proc.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_item17_result_lines_read_once(tmp_path):
+    """A diverged run: "diverged: non-finite loss ...", not "diverged: diverged: ...", on a line of its own
+    (a table title wraps mid-phrase)."""
+    proc = subprocess.run([TRAIN, *FAST, "optimizer.lr=1e12", "init=normal", "init.weight.std=3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "COLUMNS": "80"})
+    assert proc.returncode == 3
+    assert "diverged: diverged" not in proc.stdout
+    assert any(line.startswith("diverged: non-finite loss at step") for line in proc.stdout.splitlines())
