@@ -10,16 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import CONF
 
-EXPECTED_JOBS = {  # arms x seeds, counted from each experiment's description
-    "init_symmetry": 5 * 3, "xavier_vs_he": 2 * 2 * 3, "activations_depth": 3 * 3, "optimizers": 7 * 3,
-    "adam_l2_vs_adamw": 2 * 4 * 3, "dropout_lambda": 3 * 3 * 3, "norm_lr": 3 * 3 * 3, "residual_depth": 2 * 3 * 3,
-    "schedule_warmup": 4 * 2 * 3, "early_stopping": 3 * 2 * 3, "clipping": 3 * 3, "mnist1d_models": 3 * 3,
-    "augmentation": 3 * 5,
 EXPECTED_JOBS = {  # arms x lrs x seeds, counted from each experiment's description
     "init_symmetry": 5 * 10, "xavier_vs_he": 2 * 2 * 3 * 5, "activations_depth": 3 * 3 * 5, "optimizers": 7 * 3 * 5,
     "adam_l2_vs_adamw": 2 * 4 * 2 * 5, "dropout_lambda": 4 * 3 * 5, "norm_lr": 3 * 3 * 5,
     "residual_depth": 2 * 2 * 2 * 5, "schedules": 4 * 2 * 5, "warmup": 2 * 2 * 5, "early_stopping": 2 * 2 * 5,
     "clipping": 3 * 3 * 5, "mnist1d_models": 4 * 5, "batch_size_lr": 3 * 3 * 5, "l1_sparsity": 2 * 3 * 5,
+    "augmentation": 3 * 5,
 }
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
