@@ -256,6 +256,9 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
                            f"diverged: non-finite loss between steps {step - (step - 1) % check_every} and {step}")
         if not due:
             continue
+        for k in live:
+            if reasons[k] is None and hasattr(jobs[k].optimizer, "swap"):  # Lookahead: evaluate its slow weights
+                jobs[k].optimizer.swap()
         template.eval()
         with torch.no_grad():
             vals = evaluate_stack(call, stacked_params(), buffers, data.x_val, data.y_val, data.task, cfg.precision)
@@ -271,6 +274,8 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
                 jobs[k].diag.collect(row["epoch"], step)
             if stops[k].update(row[jobs[k].stopping.monitor], row["epoch"]):
                 st["best_state"][k] = {n: v.detach().clone() for n, v in jobs[k].model.state_dict().items()}
+            if hasattr(jobs[k].optimizer, "swap"):  # back to the fast weights
+                jobs[k].optimizer.swap()
             if jobs[k].plateau:
                 jobs[k].plateau.update(row[jobs[k].plateau.cfg.monitor])
             st["rows"][k].append(row)
