@@ -188,12 +188,13 @@ def _top_level_keys() -> set[str]:
 
 
 def _unknown_keys(problems: list, cfg: DictConfig) -> None:
-    """`+optimiser=adam` (Hydra's suggestion for a misspelt group) adds a key nothing reads: refused."""
+    """`+optimiser=adam` (Hydra's suggestion for a misspelt group) adds a key nothing reads: refused. Keys
+    starting with _ are an experiment's own helper nodes (read through interpolations) and pass."""
     import difflib
 
     known = _top_level_keys()
     for key in cfg:
-        if key not in known:
+        if key not in known and not str(key).startswith("_"):
             near = difflib.get_close_matches(str(key), sorted(known), n=1)
             problems.append(f"{key}={OmegaConf.select(cfg, str(key))!r}: not a config key, nothing would read it"
                             + (f"; did you mean {near[0]}?" if near else f"; config keys: {sorted(known)}"))
