@@ -53,7 +53,7 @@ def hand_loop(which: str, epochs: int, npz: str) -> None:
     from runner.model import ResNet, with_input_norm
 
     device = torch.device("cuda" if which == "resnet" and torch.cuda.is_available() else "cpu")
-    base = {"val_size": 300, "test_size": 300, "train_size": None, "label_noise": 0.0, "standardize": True, "seed": 0}
+    base = {"val_size": 300, "test_size": 300, "train_size": None, "label_noise": 0.0, "standardize": "global", "seed": 0}
     cfg = base | ({"name": "digits", "image": True} if which == "cnn" else
                   {"name": "npz", "path": npz, "task": None, "val_size": 0.1, "test_size": None})
     d = load(OmegaConf.create(cfg), os.environ.get("RUNNER_DATA_DIR", "~/.cache/runner")).to(device)
