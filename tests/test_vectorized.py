@@ -257,3 +257,10 @@ def test_image_members_equal_their_ordinary_runs(make_cfg, tmp_path, float64):
         plain = run(cfg, tmp_path / f"o{i}")
         assert summaries[i]["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-9)
         assert summaries[i]["test_acc"] == pytest.approx(plain["test_acc"], abs=1e-12)
+
+
+def test_a_bad_max_stack_is_refused_before_any_job(tmp_path):
+    proc = sweep(tmp_path, "+launcher=vectorized", "hydra.launcher.max_stack=0", "data=digits", "trainer.seed=0,1")
+    assert proc.returncode == 2
+    assert "hydra.launcher.max_stack=0: must be a whole number >= 1" in proc.stderr
+    assert not any((tmp_path / "outputs").rglob("summary.json"))

@@ -40,6 +40,9 @@ class VectorizedLauncher(Launcher):
     stopped = False  # set by an interruption: later batches of the same sweep do not start
 
     def __init__(self, max_stack: Optional[int] = None) -> None:
+        if max_stack is not None and (isinstance(max_stack, bool) or not isinstance(max_stack, int) or max_stack < 1):
+            raise ValueError(f"hydra.launcher.max_stack={max_stack!r}: must be a whole number >= 1, or null (as many "
+                             f"as fit in memory)")
         self.max_stack = max_stack
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
