@@ -8,7 +8,6 @@ Each member's run folder is then written by runner.run.finish, as an ordinary ru
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -210,12 +209,14 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
     def freeze(k, reason):
         sync(k)
         reasons[k] = reason
+        alive[k] = False
         ends[k] = {"step": step, "perm": None if perm is None else perm[k].clone(), "seen": st["seen"],
                    "run_loss": run_loss[k].clone(), "run_hits": run_hits[k].clone()}
 
     def stacked_params():  # (K, ...) per parameter; a graph back to every member's own leaves
         return {name: torch.stack([p[i] for p in params]) for i, name in enumerate(names)}
 
+    alive = torch.ones(K, dtype=torch.bool, device=device)  # members still training; cleared by freeze
     template.train()
     while step < total and any(r is None for r in reasons) and not (interrupted and interrupted.is_set()):
         live = [k for k in range(K) if reasons[k] is None]
@@ -230,7 +231,6 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
             out = forward(stacked_params(), buffers, data.x_train[idx]).float()
         target = data.y_train[idx]
         losses = loss_fn(out.flatten(0, 1), target.flatten(0, 1), reduction="none").view(K, -1).mean(1)
-        alive = torch.tensor([r is None for r in reasons], device=device)
         objective = torch.where(alive, losses, 0.0).sum() + sum(jobs[k].penalty() for k in live if jobs[k].penalty)
         for j in jobs:
             j.optimizer.zero_grad(set_to_none=True)
@@ -250,8 +250,9 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
             run_hits += (out.argmax(-1) == target).sum(1)
         st["seen"] += 1
         if step % check_every == 0 or due:
+            finite = torch.isfinite(run_loss).tolist()  # one read for the whole stack; NaN stays in the sum
             for k in live:
-                if not math.isfinite(run_loss[k].item()):  # NaN stays in the sum
+                if not finite[k]:
                     freeze(k, f"diverged: non-finite loss at step {step}" if check_every == 1 else
                            f"diverged: non-finite loss between steps {step - (step - 1) % check_every} and {step}")
         if not due:
