@@ -199,7 +199,8 @@ def prepare_job(cfg: DictConfig, hc) -> dict | None:
             _refused.append(str(hc.job.num))
         return None
     resume = action in ("resume", "extend")
-    return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num, "staged": staged,
+    return {"cfg": cfg, "run_dir": run_dir, "meta": meta, "name": name, "num": hc.job.num, "sweep_dir": hc.sweep.dir,
+            "staged": staged,
             "resume": resume, "step": before.get("steps", 0) if resume else 0}
 
 

@@ -156,7 +156,8 @@ def evaluate_stack(call, params, buffers, x, y, task, precision, batch_size: int
     """runner.trainer.evaluate for every member at once: loss and metric per member, eval mode."""
     k = next(iter(params.values())).shape[0]
     loss, hits = torch.zeros(k, device=x.device), torch.zeros(k, device=x.device)
-    shared_x = vmap(call, in_dims=(0, 0, None))
+    shared_x = vmap(call, in_dims=(0, 0, None)) if k > 1 else \
+        (lambda p, b, x: call({n: v[0] for n, v in p.items()}, {n: v[0] for n, v in b.items()}, x)[None])
     with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, len(x), batch_size):
             out, target = shared_x(params, buffers, x[i:i + batch_size]).float(), y[i:i + batch_size]
@@ -190,6 +191,8 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
     buffers = {name: torch.stack(b) for name, *b in zip(buffer_names, *(list(j.model.buffers()) for j in jobs))} | ps
     call = lambda p, b, x: functional_call(template, (p, b), (x,))  # noqa: E731
     forward = vmap(call, randomness="different")
+    if K == 1:  # a stack of one (a process's share of a split stack): the plain call, no vmap's batching rules
+        forward = lambda p, b, x: call({n: v[0] for n, v in p.items()}, {n: v[0] for n, v in b.items()}, x[0])[None]  # noqa: E731
     stops = [EarlyStopping(j.stopping) for j in jobs]
     shuffles = [torch.Generator(device).manual_seed(j.trainer.seed) for j in jobs]
     for k, s in enumerate(states):
@@ -214,6 +217,8 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
                    "run_loss": run_loss[k].clone(), "run_hits": run_hits[k].clone()}
 
     def stacked_params():  # (K, ...) per parameter; a graph back to every member's own leaves
+        if K == 1:
+            return {name: p[None] for name, p in zip(names, params[0])}  # views, no copy
         return {name: torch.stack([p[i] for p in params]) for i, name in enumerate(names)}
 
     alive = torch.ones(K, dtype=torch.bool, device=device)  # members still training; cleared by freeze
@@ -328,7 +333,8 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
             m["run_dir"].mkdir(parents=True, exist_ok=True)
         states = [restore(j) if m["resume"] else None for j, m in zip(jobs, members)]
         csv_rows = [list(s["rows"]) if s else [] for s in states]
-        trackers = [Trackers(m["cfg"], m["run_dir"], m["meta"], m["resume"]) for m in members]  # conf/logger
+        trackers = [Trackers(m["cfg"], m["run_dir"], m["meta"], m["resume"], m.get("num"), m.get("sweep_dir"))
+                    for m in members]  # conf/logger
 
         def record(k, row):
             record_row(jobs[k], csv_rows[k], row)

@@ -229,6 +229,47 @@ def test_statuses_map_to_mlflow(tmp_path, monkeypatch):
     assert run.data.params == {"x": "1"}
 
 
+def test_mlflow_sends_metrics_every_flush_seconds(tmp_path, monkeypatch):
+    """Metrics wait in a buffer until flush_seconds have passed since the last request (one log_batch for
+    all of them), and the rest go at close; flush_seconds=0 sends each evaluation's at once."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from runner.logger import MLflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'store'}"
+    client = MlflowClient(uri)
+
+    def history(tracker, tag="train_loss"):
+        return [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, tag)]
+
+    def ctx(name):
+        return SimpleNamespace(run_dir=tmp_path / name, sweep_dir=None, job=None, name=name, resume=False,
+                               params={"x": 1}, hparams={})
+
+    clock = [1000.0]
+    monkeypatch.setattr("runner.logger.time.monotonic", lambda: clock[0])
+    late = MLflow(ctx("late"), tracking_uri=uri, flush_seconds=30)
+    late.log({"step": 1, "train_loss": 0.5}, [])
+    clock[0] += 29.0
+    late.log({"step": 2, "train_loss": 0.4}, [])
+    assert history(late) == []  # 29 s < 30 s: nothing sent yet
+    clock[0] += 1.0
+    late.log({"step": 3, "train_loss": 0.3}, [])
+    assert sorted(history(late)) == [(1, 0.5), (2, 0.4), (3, 0.3)]  # 30 s: the three in one request
+    late.log({"step": 4, "train_loss": 0.2}, [])
+    assert len(history(late)) == 3
+    late.close({"status": "completed", "steps": 4, "test_acc": 0.9})
+    assert sorted(history(late)) == [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.2)]
+    assert history(late, "final/test_acc") == [(4, 0.9)]
+
+    now = MLflow(ctx("now"), tracking_uri=uri, flush_seconds=0)
+    now.log({"step": 1, "train_loss": 0.5}, [])
+    assert history(now) == [(1, 0.5)]
+
+
 def test_unreachable_tracking_server_is_one_warning(tmp_path):
     port = free_port()  # nothing listens there
     proc = train(tmp_path, "+logger=mlflow", *FAST, f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}",

@@ -62,6 +62,8 @@ STACKS = {  # members differing in what a stack allows: seed, optimizer numbers,
                 "early_stopping.patience=1", "trainer.epochs=3"]]),
     "rmsprop_lookahead": (["optimizer=rmsprop", "lookahead.k=3", "model=cnn", "model.channels=[8,8]"],
                           [["trainer.seed=0"], ["trainer.seed=1", "optimizer.lr=3e-4", "lookahead.alpha=0.8"]]),
+    "stack_of_one": ([*MLP, "optimizer=momentum", "norm=batchnorm"],  # K = 1 takes the plain call, not vmap
+                     [["trainer.seed=4", "schedule=cosine", "clip=norm", "clip.max_norm=0.5"]]),
 }
 
 
@@ -235,16 +237,27 @@ def test_every_norm_and_stackable_model_trains_in_a_stack(make_cfg, tmp_path, fl
 
 
 def test_members_feed_their_trackers(tmp_path):
+    """Each member its own TensorBoard events and its own MLflow run, named after its own job."""
+    from mlflow import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = sweep(tmp_path, "+launcher=vectorized", "+logger=tensorboard", "data=digits", "trainer.epochs=2",
-                 "trainer.seed=0,1", "hydra.sweep.dir=s")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = sweep(tmp_path, "+launcher=vectorized", "+logger=[tensorboard,mlflow]", "data=digits", "trainer.epochs=2",
+                 "trainer.seed=0,1", "hydra.sweep.dir=s",
+                 env={**os.environ, "MLFLOW_TRACKING_URI": store})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stack of 2" in proc.stdout
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("s")  # the sweep folder as given
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == [f"{j}: +launcher=vectorized data=digits trainer.epochs=2 trainer.seed={j}" for j in (0, 1)]
     for job in "01":
         events = EventAccumulator(str(tmp_path / "s" / job / "tb")).Reload()
         logged = [e.value for e in events.Scalars("val_loss")]
         assert logged == pytest.approx([r["val_loss"] for r in rows(tmp_path / "s" / job)], rel=1e-6)
+        [run] = [r for r in runs.values() if r.data.tags["runner.run_dir"] == str(tmp_path / "s" / job)]
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
+        assert [v for _, v in history] == pytest.approx([r["val_loss"] for r in rows(tmp_path / "s" / job)], rel=1e-12)
 
 
 def test_image_members_equal_their_ordinary_runs(make_cfg, tmp_path, float64):
