@@ -309,11 +309,35 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
     return results
 
 
+@contextlib.contextmanager
+def _member_log(run_dir, enabled: bool):
+    """Log lines go to the member's own train.log (not to the file of the job Hydra set up last)."""
+    if not enabled:
+        yield
+        return
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    for h in files:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for h in files:
+            root.addHandler(h)
+
+
 def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, dict], None] | None = None,
-                on_done: Callable[[int, dict], None] | None = None, max_stack: int | None = None) -> list[dict]:
+                on_done: Callable[[int, dict], None] | None = None, max_stack: int | None = None,
+                log_files: bool = False) -> list[dict]:
     """Train the members (dicts of cfg, run_dir, meta and resume: whether to continue run_dir/last.pt)
     as one stack (or slices of max_stack, default: what fits in memory) and write each member's run
-    folder; return their summaries. The data is loaded once;
+    folder; return their summaries. log_files: each member's log lines in its train.log, as Hydra
+    writes an ordinary job's (the launcher's case). The data is loaded once;
     each member's model, optimizer and the rest are built from its own config as runner.run.run builds
     them. An exception records every member as failed and is raised again."""
     from runner.logger import Trackers
@@ -331,7 +355,10 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
             jobs.append(make_job(m["cfg"], m["run_dir"], m["meta"], trainer,
                                  schema(EarlyStoppingConfig, m["cfg"].early_stopping), device, data, model, optimizer))
             m["run_dir"].mkdir(parents=True, exist_ok=True)
-        states = [restore(j) if m["resume"] else None for j, m in zip(jobs, members)]
+        states = []
+        for j, m in zip(jobs, members):
+            with _member_log(m["run_dir"], log_files):
+                states.append(restore(j) if m["resume"] else None)
         csv_rows = [list(s["rows"]) if s else [] for s in states]
         trackers = [Trackers(m["cfg"], m["run_dir"], m["meta"], m["resume"], m.get("num"), m.get("sweep_dir"))
                     for m in members]  # conf/logger
@@ -349,8 +376,9 @@ def train_stack(members: list[dict], interrupted=None, on_eval: Callable[[int, d
                                  lambda k, row, s=s: record(s + k, row))
         summaries = []
         for k, (job, result) in enumerate(zip(jobs, results)):
-            summaries.append(trackers[k].close(finish(job, result, result["stop_reason"].startswith("interrupted"),
-                                                      started)))
+            with _member_log(job.run_dir, log_files):
+                summaries.append(trackers[k].close(finish(job, result, result["stop_reason"].startswith("interrupted"),
+                                                          started)))
             done += 1
             if on_done:
                 on_done(k, summaries[-1])

@@ -272,8 +272,36 @@ def test_image_members_equal_their_ordinary_runs(make_cfg, tmp_path, float64):
         assert summaries[i]["test_acc"] == pytest.approx(plain["test_acc"], abs=1e-12)
 
 
+def test_split_stacks_are_contiguous_near_equal_parts():
+    from hydra_plugins.runner_launcher import _split
+
+    stack = [{"i": i} for i in range(7)]
+    assert [[m["i"] for m in part] for part in _split(stack, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [len(p) for p in _split(stack, 10)] == [1] * 7  # never an empty part
+    assert _split(stack, 1) == [stack]
+
+
+def test_a_stack_split_over_processes_equals_one_process(tmp_path):
+    """hydra.launcher.n_jobs=2 (two worker processes, stacks of 2 and 1) against n_jobs=1 (one stack of
+    3): dropout 0, so every member's metrics agree (float32: the batched and plain products round apart)."""
+    grid = ["+launcher=vectorized", "data=digits", "trainer.epochs=2", "regularizer=none", "trainer.seed=0,1,2"]
+    split = sweep(tmp_path, *grid, "hydra.launcher.n_jobs=2", "hydra.sweep.dir=split")
+    whole = sweep(tmp_path, *grid, "hydra.launcher.n_jobs=1", "hydra.sweep.dir=whole")
+    assert split.returncode == 0 and whole.returncode == 0, split.stderr[-2000:]
+    for job in "012":
+        a, b = rows(tmp_path / "split" / job), rows(tmp_path / "whole" / job)
+        assert [r["val_loss"] for r in a] == pytest.approx([r["val_loss"] for r in b], rel=1e-5)
+        assert "completed after 2.0 epochs" in (tmp_path / "split" / job / "train.log").read_text()
+        assert len((tmp_path / "whole" / job / "train.log").read_text().splitlines()) == 1  # its own line only
+        threads = [json.loads((tmp_path / d / job / "summary.json").read_text())["threads"] for d in ("split", "whole")]
+        assert threads[0] == max(1, threads[1] // 2)  # a worker's share of the threads: it ran in a worker
+
+
 def test_a_bad_max_stack_is_refused_before_any_job(tmp_path):
     proc = sweep(tmp_path, "+launcher=vectorized", "hydra.launcher.max_stack=0", "data=digits", "trainer.seed=0,1")
     assert proc.returncode == 2
     assert "hydra.launcher.max_stack=0: must be a whole number >= 1" in proc.stderr
     assert not any((tmp_path / "outputs").rglob("summary.json"))
+    proc = sweep(tmp_path, "+launcher=vectorized", "hydra.launcher.n_jobs=-1", "data=digits", "trainer.seed=0,1")
+    assert proc.returncode == 2
+    assert "hydra.launcher.n_jobs=-1: must be a whole number >= 1" in proc.stderr
