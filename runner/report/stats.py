@@ -89,12 +89,10 @@ def effect(a, b, level: float = 0.95) -> dict:
     b = [float(x) for x in b if is_number(x) and math.isfinite(float(x))]
     if not a or not b:
         return {"diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan}
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    diff = ma - mb
+    diff = statistics.mean(a) - statistics.mean(b)  # exact sums, as mean_ci: a group's diff is its mean's
     if len(a) < 2 or len(b) < 2:
         return {"diff": diff, "diff_ci_low": math.nan, "diff_ci_high": math.nan}
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if va + vb == 0:
         return {"diff": diff, "diff_ci_low": diff, "diff_ci_high": diff}
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
