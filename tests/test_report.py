@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from runner.report import load_runs, main, p_value, report
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+T_975_DF4 = 2.776445105197793  # and 4 degrees of freedom
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,6 +71,158 @@ def test_baseline_difference_and_exact_permutation_p(two_arms):
     assert g.loc["adamw", "test_acc_diff"] == 0 and g.loc["adamw", "test_acc_p"] == 1
 
 
+def test_holm_and_welch_effect_columns_by_hand(tmp_path):
+    """Two arms against a baseline, 3 seeds each: p, Holm's p and the difference's Welch interval."""
+    acc = {"a": [0.80, 0.82, 0.84], "b": [0.70, 0.72, 0.74], "c": [0.81, 0.83, 0.85]}
+    for name, values in acc.items():
+        for seed, v in enumerate(values):
+            fake_run(tmp_path / "sweep", f"{name}{seed}", {"o": {"name": name}, "trainer": {"seed": seed}},
+                     {"test_acc": v})
+    report([tmp_path / "sweep"], out=tmp_path / "out", baseline={"o.name": "a"}, plots=False)
+    g = pd.read_csv(tmp_path / "out" / "groups.csv").set_index("o.name")
+    # b lies below every baseline value: of the 20 splits 3/3 only the observed one and its mirror are as far apart.
+    # c - a = 0.01: in steps of 0.01 above 0.80 the pooled values are 0..5 (sum 15), and a split is as far apart
+    # when the sum s of one side's three steps has |2 s - 15| >= 3: s <= 6 (7 splits) or s >= 9 (7 splits)
+    assert g.loc["b", "test_acc_p"] == pytest.approx(2 / 20) and g.loc["c", "test_acc_p"] == pytest.approx(14 / 20)
+    # Holm over the family {b, c}: the smaller p times 2, the larger times 1 (not below the one before)
+    assert g.loc["b", "test_acc_p_holm"] == pytest.approx(0.2) and g.loc["c", "test_acc_p_holm"] == pytest.approx(0.7)
+    assert math.isnan(g.loc["a", "test_acc_p_holm"]) and g.loc["a", "baseline"] and not g.loc["b", "baseline"]
+    for arm in ("b", "c"):
+        x, y = acc[arm], acc["a"]
+        diff = statistics.mean(x) - statistics.mean(y)
+        se2 = statistics.variance(x) / 3 + statistics.variance(y) / 3  # both variances 0.0004: Welch's df is 4
+        df = se2**2 / ((statistics.variance(x) / 3) ** 2 / 2 + (statistics.variance(y) / 3) ** 2 / 2)
+        assert df == pytest.approx(4)
+        half = T_975_DF4 * math.sqrt(se2)
+        assert g.loc[arm, "test_acc_diff"] == pytest.approx(diff)
+        assert (g.loc[arm, "test_acc_diff_ci_low"], g.loc[arm, "test_acc_diff_ci_high"]) == pytest.approx(
+            (diff - half, diff + half))
+    assert g.loc["b", "test_acc_diff_ci_high"] == pytest.approx(-0.1 + 0.0453392)  # 2.776 x sqrt(2 x 0.0004 / 3)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| b | 0.720 ± 0.020 | 3 | [0.670, 0.770] | -0.100 [-0.145, -0.055] | 0.1 | 0.2 |" in md
+    assert "| c | 0.830 ± 0.020 | 3 | [0.780, 0.880] | +0.010 [-0.035, 0.055] | 0.7 | 0.7 |" in md
+    report([tmp_path / "sweep"], out=tmp_path / "pct", baseline={"o.name": "a"}, plots=False, percent=True)
+    assert "| -10.0 [-14.5, -5.5] | 0.1 | 0.2 |" in (tmp_path / "pct" / "report.md").read_text()
+
+
+def tuned_sweep(root: Path, threads=None) -> Path:
+    """optimizer (sgd, adam) x lr (0.1, 0.01) x 3 seeds, where sgd's best lr on validation is not its best on test."""
+    val = {("sgd", 0.1): [0.80, 0.82, 0.84], ("sgd", 0.01): [0.78, 0.80, 0.82],
+           ("adam", 0.1): [0.60, 0.70, 0.80], ("adam", 0.01): [0.85, 0.86, 0.87]}
+    test = {("sgd", 0.1): [0.70, 0.72, 0.74], ("sgd", 0.01): [0.90, 0.90, 0.90],
+            ("adam", 0.1): [0.95, 0.95, 0.95], ("adam", 0.01): [0.80, 0.83, 0.86]}
+    job = 0
+    for (opt, lr), vals in val.items():
+        for seed, v in enumerate(vals):
+            summary = {"val_acc": v, "test_acc": test[opt, lr][seed], "test_loss": 1 - test[opt, lr][seed]}
+            fake_run(root, str(job), {"optimizer": {"_target_": f"torch.optim.{opt}", "lr": lr},
+                                      "trainer": {"seed": seed}},
+                     summary | ({"threads": threads[job]} if threads else {}), choices={"optimizer": opt})
+            job += 1
+    return root
+
+
+def test_best_of_cli_tuned_arms_with_a_baseline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # a terminal wide enough for every header unfolded
+    sweep = tuned_sweep(tmp_path / "sweep")
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out), "--no-plots", "--best-of", "optimizer.lr",
+                 "--baseline", "optimizer=sgd"]) == 0
+    tuned = pd.read_csv(out / "best_of.csv").set_index("optimizer")
+    # sgd: mean val_acc 0.82 at lr 0.1 > 0.80 at 0.01 (whose test accuracy, 0.90, is better: not looked at)
+    # adam: 0.86 at lr 0.01 > 0.70 at 0.1
+    assert tuned.loc["sgd", "optimizer.lr"] == 0.1 and tuned.loc["adam", "optimizer.lr"] == 0.01
+    assert tuned.loc["sgd", "val_acc_mean"] == pytest.approx(0.82) and tuned.loc["adam", "settings"] == 2
+    sgd, adam = [0.70, 0.72, 0.74], [0.80, 0.83, 0.86]
+    assert tuned.loc["sgd", "test_acc_mean"] == pytest.approx(statistics.mean(sgd))
+    assert tuned.loc["adam", "test_acc_std"] == pytest.approx(0.03)  # sqrt((0.03^2 + 0 + 0.03^2) / 2)
+    assert tuned.loc["adam", "test_loss_mean"] == pytest.approx(1 - 0.83)  # the other test metrics too
+    # against the tuned baseline arm (sgd at lr 0.1): every adam value above every sgd one, 2 of 20 splits
+    from scipy import stats
+
+    va, vb = statistics.variance(adam) / 3, statistics.variance(sgd) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert tuned.loc["adam", "test_acc_diff"] == pytest.approx(0.11)
+    assert (tuned.loc["adam", "test_acc_diff_ci_low"], tuned.loc["adam", "test_acc_diff_ci_high"]) == pytest.approx(
+        (0.11 - half, 0.11 + half))
+    assert tuned.loc["adam", "test_acc_p"] == pytest.approx(0.1) and tuned.loc["adam", "test_acc_p_holm"] == 0.1
+    assert tuned.loc["sgd", "baseline"] and math.isnan(tuned.loc["sgd", "test_acc_p_holm"])
+    # the groups' baseline is sgd at its tuned lr (0.1): sgd at 0.01 differs from it by 0.90 - 0.72
+    groups = pd.read_csv(out / "groups.csv").set_index(["optimizer", "optimizer.lr"])
+    assert groups.loc[("sgd", 0.1), "baseline"] and groups.loc[("sgd", 0.01), "test_acc_diff"] == pytest.approx(0.18)
+    md = (out / "report.md").read_text()
+    assert "## Tuned arms: best optimizer.lr by mean val_acc" in md and "against the tuned arm optimizer=sgd" in md
+    assert "| optimizer | best lr | settings | val acc | test acc | n |" in md
+    assert "| adam | 0.01 | 2 | 0.86 | 0.830 ± 0.030 | 3 |" in md
+    assert r"\caption{Tuned arms: best optimizer.lr by mean val\_acc" in (out / "report.tex").read_text()
+    stdout = capsys.readouterr().out
+    tuned_lines = stdout.split("Tuned arms: best optimizer.lr by mean val_acc")[1].splitlines()
+    assert any("best lr" in line for line in tuned_lines)
+    assert any("adam" in line and "0.01" in line and "+0.110 [" in line for line in tuned_lines)
+
+
+def test_tables_wider_than_the_terminal_fold_rather_than_lose_columns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # the tuned table's 10 headers need 94 columns
+    sweep = tuned_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "--no-plots", "--best-of", "optimizer.lr", "--baseline", "optimizer=sgd",
+                 "--percent"]) == 0
+    stdout = capsys.readouterr().out
+    assert max(len(line.rstrip()) for line in stdout.splitlines() if "written to" not in line) <= 80
+    tuned = stdout.split("Tuned arms")[1]
+    assert "Holm" in tuned and "…" not in stdout  # the last column is there, nothing cut short
+
+
+def test_best_of_a_loss_is_minimized_and_the_metric_can_be_chosen(tmp_path):
+    sweep = tuned_sweep(tmp_path / "sweep")
+    res = report([sweep], out=tmp_path / "out", plots=False, best_of_key="optimizer.lr", select_metric="test_loss")
+    tuned = res["tuned"].set_index("optimizer")
+    # by test loss (1 - test_acc), lowest mean: sgd 0.10 at lr 0.01 (< 0.28), adam 0.05 at lr 0.1 (< 0.17)
+    assert tuned.loc["sgd", "optimizer.lr"] == 0.01 and tuned.loc["sgd", "test_loss_mean"] == pytest.approx(0.10)
+    assert tuned.loc["adam", "optimizer.lr"] == 0.1 and tuned.loc["adam", "test_loss_mean"] == pytest.approx(0.05)
+    assert "by mean test_loss" in res["tuned_title"] and "lowest mean test_loss" in "\n".join(res["tuned_md"])
+    res = report([sweep], out=tmp_path / "out", plots=False, best_of_key="optimizer.lr", select_metric="test_loss",
+                 mode="max")  # told: the worst
+    assert res["tuned"].set_index("optimizer").loc["sgd", "optimizer.lr"] == 0.1
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--best-of", "optimizer.momentum"], "--best-of 'optimizer.momentum' is not a config key that varies between "
+                                          "these runs; varying keys: optimizer, optimizer.lr"),
+    (["--best-of", "trainer.seed"], "--best-of 'trainer.seed' is not a config key that varies"),
+    (["--best-of", "optimizer.lr", "--select-metric", "val_r2"], "--select-metric 'val_r2' is not a numeric summary "
+                                                                  "field of these runs; choose one of"),
+    (["--best-of", "optimizer.lr", "--baseline", "optimizer.lr=0.1"],
+     "--baseline optimizer.lr=0.1 matches 2 arms of --best-of optimizer.lr"),
+])
+def test_best_of_refusals_exit_2_before_any_file(tmp_path, capsys, argv, says):
+    sweep = tuned_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in " ".join(err.split()) and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_mixed_thread_counts_are_flagged(tmp_path, capsys):
+    # jobs 0-2: sgd lr 0.1 (seeds on 1, 2, 1 threads); 3-5: sgd 0.01; 6-8: adam 0.1; 9-11: adam 0.01 (1, 1, 4)
+    sweep = tuned_sweep(tmp_path / "sweep", threads=[1, 2, 1, 1, 1, 1, 2, 2, 2, 1, 1, 4])
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: runs of one group used different torch thread counts" in err
+    assert "optimizer=sgd optimizer.lr=0.1 (threads 1, 2); optimizer=adam optimizer.lr=0.01 (threads 1, 4)" in err
+    assert "adam optimizer.lr=0.1" not in err  # all on 2 threads: nothing mixed
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| optimizer | lr | test acc | n | 95% CI | threads |" in md
+    assert "| sgd | 0.1 | 0.720 ± 0.020 | 3 | [0.670, 0.770] | 1, 2 |" in md
+    assert "| adam | 0.1 | 0.95 ± 0 | 3 | [0.95, 0.95] |  |" in md
+    assert "threads: the torch thread counts of the groups whose runs used several" in md
+    capsys.readouterr()
+    tuned_sweep(tmp_path / "same", threads=[1] * 12)
+    assert main([str(tmp_path / "same"), "--no-plots"]) == 0
+    assert "thread" not in capsys.readouterr().err
+    assert "threads" not in (tmp_path / "same" / "report" / "report.md").read_text()
+
+
 def test_welch_for_larger_groups():
     from scipy import stats
 
@@ -85,7 +239,7 @@ def test_markdown_latex_csv_and_plots(two_arms, tmp_path):
     out = tmp_path / "out"
     report([two_arms], out=out, baseline={"optimizer": "adamw"})
     md = (out / "report.md").read_text()
-    assert "| optimizer | test acc | n | 95% CI | diff | p |" in md  # optimizer.lr: in groups.csv
+    assert "| optimizer | test acc | n | 95% CI | diff [95% CI] | p | Holm p |" in md  # optimizer.lr: in groups.csv
     assert "| sgd | 0.60 ± 0.10 | 3 |" in md  # std 0.1 to 2 significant digits, the mean to its place
     tex = (out / "report.tex").read_text()
     assert r"\begin{tabular}" in tex and "test acc" in tex and r"0.60 $\pm$ 0.10" in tex
@@ -155,6 +309,20 @@ def test_cli_reports_a_real_sweep_and_a_single_run(tmp_path):
     groups = pd.read_csv(tmp_path / "rep" / "groups.csv")
     assert sorted(groups["runs"]) == [1, 2, 2]  # dropout 0.2 (the single default run), 0 and 0.5 over 2 seeds
     assert "5 runs in 3 groups" in proc.stdout
+    # --best-of on the same folders: one arm (dropout is the only key that varies), its best dropout on validation
+    proc = subprocess.run([str(Path(sys.executable).with_name("report")), "outputs", "--out", "tuned", "--no-plots",
+                           "--best-of", "regularizer.dropout"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    val = {p: statistics.mean(runs.loc[runs["regularizer.dropout"] == p, "val_acc"]) for p in (0.0, 0.2, 0.5)}
+    best = max(val, key=val.get)
+    tuned = pd.read_csv(tmp_path / "tuned" / "best_of.csv")
+    assert len(tuned) == 1 and tuned.loc[0, "regularizer.dropout"] == best and tuned.loc[0, "settings"] == 3
+    assert tuned.loc[0, "val_acc_mean"] == pytest.approx(val[best])
+    chosen = list(runs.loc[runs["regularizer.dropout"] == best, "test_acc"])
+    assert tuned.loc[0, "test_acc_mean"] == pytest.approx(statistics.mean(chosen))
+    assert tuned.loc[0, "test_acc_n"] == len(chosen)
+    assert "Tuned arms: best regularizer.dropout by mean val_acc" in proc.stdout
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -50,6 +50,16 @@ def number(v, d: int | None = None, scale: float = 1.0) -> str:
     return f"{v * scale:.4g}" if d is None else _fixed(v * scale, d)
 
 
+def diff_ci(diff, low, high, d: int | None = None, scale: float = 1.0) -> str:
+    """A difference with its sign and interval, '+2.1 [0.4, 3.8]' (the difference alone without an interval)."""
+    if not _finite(diff):
+        return ""
+    sign = "+" if diff * scale > 0 else ""
+    if not (_finite(low) and _finite(high)):
+        return sign + number(diff, d, scale)
+    return f"{sign}{number(diff, d, scale)} [{number(low, d, scale)}, {number(high, d, scale)}]"
+
+
 def fmt(v) -> str:
     """Any cell: floats to 4 significant digits, nan and None empty."""
     if isinstance(v, float):
@@ -71,8 +81,9 @@ def header(key: str, others=()) -> str:
 
 
 def display_groups(groups: pd.DataFrame, keys: list[str], metric: str, percent: bool = False) -> pd.DataFrame:
-    """Groups as text for one metric: `mean ± std`, n (finished runs), the 95% CI, what did not
-    complete, plus diff and p with a baseline and the ensemble's metric."""
+    """Groups (or tuned arms) as text for one metric: `mean ± std`, n (finished runs), the 95% CI, what did not
+    complete, plus with a baseline the difference with its 95% Welch interval, p and Holm's p, and the ensemble's
+    metric."""
     scale = 100.0 if percent and is_percent(metric) else 1.0
     out = pd.DataFrame({header(k, keys): groups[k].map(text) for k in keys})
     means, stds = groups[f"{metric}_mean"], groups[f"{metric}_std"]
@@ -85,10 +96,27 @@ def display_groups(groups: pd.DataFrame, keys: list[str], metric: str, percent: 
     if "not_completed" in groups and groups["not_completed"].astype(bool).any():
         out["not completed"] = groups["not_completed"]
     if f"{metric}_diff" in groups:
-        out["diff"] = [number(v, d, scale) for v, d in zip(groups[f"{metric}_diff"], places)]
+        out["diff [95% CI]"] = [diff_ci(v, lo, hi, d, scale) for v, lo, hi, d in
+                                zip(groups[f"{metric}_diff"], groups[f"{metric}_diff_ci_low"],
+                                    groups[f"{metric}_diff_ci_high"], places)]
         out["p"] = [f"{p:.2g}" if _finite(p) else "" for p in groups[f"{metric}_p"]]
+        out["Holm p"] = [f"{p:.2g}" if _finite(p) else "" for p in groups[f"{metric}_p_holm"]]
     if f"ensemble_{metric}" in groups and (groups["ensemble_n"] > 1).any():
         out["ensemble"] = [number(v, d, scale) for v, d in zip(groups[f"ensemble_{metric}"], places)]
+    return out
+
+
+def display_tuned(tuned: pd.DataFrame, arms: list[str], key: str, select_metric: str, metric: str,
+                  percent: bool = False) -> pd.DataFrame:
+    """Tuned arms (best_of) as text: the arm's keys, the chosen setting of key (`best lr`), how many settings
+    were tried, the winning mean of select_metric (its header: `val acc`), then metric as display_groups shows it."""
+    out = display_groups(tuned, arms, metric, percent)
+    scale = 100.0 if percent and is_percent(select_metric) else 1.0
+    out.insert(len(arms), f"best {header(key)}", tuned[key].map(text))
+    out.insert(len(arms) + 1, "settings", tuned["settings"].astype(int))
+    name = header(select_metric) + (" (%)" if scale != 1 else "")
+    if name not in out.columns:  # picked by the metric shown (--value val_acc): its column says it already
+        out.insert(len(arms) + 2, name, [number(v, None, scale) for v in tuned[f"{select_metric}_mean"]])
     return out
 
 

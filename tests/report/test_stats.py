@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from runner.report_stats import best_of, effect, holm
+from runner.report.stats import best_of, effect, holm
 
 
 def test_holm_against_a_hand_computation():
@@ -72,9 +72,27 @@ def test_best_of_names_a_missing_column():
 
 
 def test_mixed_threads_flags_only_groups_with_several_thread_counts():
-    from runner.report_stats import mixed_threads
+    from runner.report.stats import mixed_threads
 
     runs = frame().assign(threads=[1, 1, 1, 1, 2, 1, 1, 1, None])  # adam lr 0.1: one run on 2 threads
     flagged = mixed_threads(runs, ["optimizer", "optimizer.lr"])
     assert flagged.to_dict("records") == [{"optimizer": "adam", "optimizer.lr": 0.1, "threads": "1, 2"}]
     assert mixed_threads(frame(), ["optimizer"]).empty  # no thread counts recorded (older runs): nothing to flag
+
+
+def test_best_of_against_the_baseline_arms_tuned_setting():
+    # sgd's tuned runs (lr 0.1): test 0.50, 0.60; adam's (lr 0.01): 0.70, 0.80
+    out = best_of(frame(), "optimizer.lr", "val_acc", metrics=["test_acc"], baseline={"optimizer": "sgd"})
+    out = out.set_index("optimizer")
+    adam = out.loc["adam"]
+    assert adam["test_acc_diff"] == pytest.approx(0.75 - 0.55)
+    # 2 against 2: 6 splits; only {0.7, 0.8} | {0.5, 0.6} and its mirror are 0.2 apart ({.7,.5}: 0.1, {.7,.6}: 0)
+    assert adam["test_acc_p"] == pytest.approx(2 / 6) and adam["test_acc_p_holm"] == pytest.approx(2 / 6)
+    # Welch: both variances 0.005, se^2 = 0.005 / 2 + 0.005 / 2, df = 0.005^2 / (2 x 0.0025^2) = 2
+    half = 4.302652729911275 * math.sqrt(0.005)  # t(2), 97.5% (a t table)
+    assert (adam["test_acc_diff_ci_low"], adam["test_acc_diff_ci_high"]) == pytest.approx((0.2 - half, 0.2 + half))
+    assert out.loc["sgd", "baseline"] and out.loc["sgd", "test_acc_diff"] == 0 and not adam["baseline"]
+    with pytest.raises(ValueError, match=r"--baseline optimizer=rmsprop matches no finished run"):
+        best_of(frame(), "optimizer.lr", "val_acc", baseline={"optimizer": "rmsprop"})
+    with pytest.raises(ValueError, match=r"--baseline optimizer.lr=0.1 matches 2 arms of --best-of optimizer.lr"):
+        best_of(frame(), "optimizer.lr", "val_acc", baseline={"optimizer.lr": "0.1"})
