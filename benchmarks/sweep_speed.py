@@ -2,7 +2,7 @@
 
 1. The 16-job lambda x dropout sweep of the README, whole `train -m` command, basic launcher vs
    +launcher=vectorized: wall seconds (median, min, max of --repeats) and peak memory (the largest
-   resident set of the process), beside a single default run's peak memory.
+   PSS summed over the command's processes, its workers included), beside a single default run's.
 2. A stack of one against an ordinary run: the training loop's seconds (train_seconds), median of
    --repeats, in this process.
 3. With CUDA: stacks of 1, 16, 64 and 256 members (seeds) against one ordinary run, wall seconds.
@@ -20,15 +20,50 @@ from pathlib import Path
 
 TRAIN = str(Path(sys.executable).with_name("train"))
 SWEEP = ["regularizer=l2", "regularizer.lambda=0,1e-4,1e-3,1e-2", "regularizer.dropout=0,0.1,0.3,0.5"]
-PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+def _tree(root: int) -> list[int]:
+    """root and its descendants, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += [c for c, p in parents.items() if p == pid]
+    return out
+
+
+def _pss_mb(pids: list[int]) -> float:
+    """Proportional set size summed over the processes (MB): each shared page (torch's libraries in
+    every worker) counted once in all, so the sum is the memory the command holds."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MB) of one command."""
+    """Wall seconds and peak memory (MB) of one command: the largest sum over its process tree (the
+    launcher and its worker processes) of the processes' PSS, sampled every 50 ms."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PEAK, *args], cwd=cwd, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, int(out.stdout.split()[-1]) / 1024
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _pss_mb(_tree(proc.pid)))
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args)} exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+    return wall, peak
 
 
 def spread(values: list[float]) -> str:
@@ -56,8 +91,9 @@ def main():
     subprocess.run([TRAIN, epochs, "hydra.run.dir=warm"], cwd=work, capture_output=True, check=True)  # data cached
     if not args.skip_sweep:
         rows = {}
-        for name, extra in (("basic", []), ("vectorized", ["+launcher=vectorized"])):
-            runs = [timed([TRAIN, "-m", *extra, *SWEEP, epochs, f"hydra.sweep.dir={name}{r}"], work)
+        for name, extra in (("basic", []), ("vectorized", ["+launcher=vectorized"]),
+                            ("vec. 1 proc", ["+launcher=vectorized", "hydra.launcher.n_jobs=1"])):
+            runs = [timed([TRAIN, "-m", *extra, *SWEEP, epochs, f"hydra.sweep.dir={name.replace(' ', '')}{r}"], work)
                     for r in range(args.repeats)]
             rows[name] = ([w for w, _ in runs], [m for _, m in runs])
         single = [timed([TRAIN, epochs, f"hydra.run.dir=single{r}"], work) for r in range(args.repeats)]

@@ -87,3 +87,21 @@ def test_one_experiment_end_to_end(tmp_path):
     res = report([tmp_path / "sweep"], plots=False)
     assert "clip" in res["keys"]
     assert sorted(res["groups"]["runs"]) == [3, 3, 3]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_report_line_of_every_experiment_names_swept_keys(name):
+    """docs/experiments/run.py reports each experiment with the options on its `# train -m ...; report ...` line:
+    they parse as report's own options, and every key they name is one the sweep varies."""
+    import importlib.util
+
+    from runner.report import _parser
+
+    spec = importlib.util.spec_from_file_location("campaign", CONF.parent / "docs" / "experiments" / "run.py")
+    campaign = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(campaign)
+    options = _parser().parse_args(["sweep", *campaign.report_options(name)])
+    _, sizes = sweep(name)
+    varying = {k for k, n in sizes.items() if n > 1}
+    named = [options.rows, options.cols, options.best_of, *(b.split("=")[0] for b in options.baseline or [])]
+    assert {k for k in named if k} <= varying

@@ -176,26 +176,26 @@ def test_interrupted_vectorized_sweep_resumes_to_the_uninterrupted_result(tmp_pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([TRAIN, "-m", *grid, "hydra.sweep.dir=cut"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "cut" / "2" / "metrics.csv"
+    metrics = [tmp_path / "cut" / j / "metrics.csv" for j in "012"]
     deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
-        time.sleep(0.05)
+    while time.time() < deadline and not all(m.exists() and len(m.read_text().splitlines()) > 3 for m in metrics):
+        time.sleep(0.05)  # every member (in this process or a worker of a split stack) is training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     cut = {j: json.loads((tmp_path / "cut" / j / "summary.json").read_text()) for j in "012"}
-    assert {s["status"] for s in cut.values()} == {"interrupted"}
+    assert "interrupted" in {s["status"] for s in cut.values()} <= {"interrupted", "completed"}
     assert all((tmp_path / "cut" / j / "last.pt").exists() for j in "012")
-    steps = cut["0"]["steps"]
     again = sweep(tmp_path, *grid, "hydra.sweep.dir=cut", timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     for j in "012":
         done = json.loads((tmp_path / "cut" / j / "summary.json").read_text())
         full = json.loads((tmp_path / "ref" / j / "summary.json").read_text())
-        assert done["status"] == "completed" and done["steps"] == full["steps"] > steps
+        assert done["status"] == "completed" and done["steps"] == full["steps"] >= cut[j]["steps"]
         assert done["test_loss"] == pytest.approx(full["test_loss"], rel=1e-5)
         assert [r["val_loss"] for r in rows(tmp_path / "cut" / j)] == \
             pytest.approx([r["val_loss"] for r in rows(tmp_path / "ref" / j)], rel=1e-5)
+    assert again.stdout.count("skipped") == sum(s["status"] == "completed" for s in cut.values())
     third = sweep(tmp_path, *grid, "hydra.sweep.dir=cut")  # everything finished: all skipped
     assert third.returncode == 0 and third.stdout.count("skipped") == 3
 

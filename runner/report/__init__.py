@@ -203,7 +203,7 @@ def _parse_baseline(items) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run folders, sweep folders, or folders holding them")
     parser.add_argument("--out", help="where to write the tables and plots (default: <first path>/report)")
@@ -219,7 +219,11 @@ def main(argv=None) -> int:
                         "validation twin, val_acc for test_acc)")
     parser.add_argument("--mode", choices=("max", "min"), help="--best-of keeps the highest or lowest mean "
                         "(default: min for a *_loss metric, else max)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     from rich.console import Console
 

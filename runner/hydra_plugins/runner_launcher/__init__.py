@@ -31,9 +31,10 @@ class VectorizedLauncherConf:
     """Most members in one stack; larger groups of compatible jobs are split. null = as many as fit
     in half the free memory (estimated from the model's parameters and activations)."""
     n_jobs: Optional[int] = None
-    """Processes a stack is split over, each training its share as one smaller stack. null = on the
-    CPU one per torch thread (each process one thread: on 2 cores a 16-job sweep ran 1.6x faster
-    as two stacks of 8 than as one of 16 on two threads), on a GPU 1 (one stack fills it)."""
+    """Processes a stack is split over (this one and n_jobs - 1 workers), each training its share as one
+    smaller stack with its share of the threads. null = on the CPU one per torch thread (on 2 cores the
+    README's 16-job sweep ran faster as two stacks of 8 on a thread each than as one of 16 on both),
+    on a GPU 1 (one stack fills it)."""
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf,
@@ -177,11 +178,12 @@ def _split(stack: list[dict], n_jobs: Optional[int]) -> list[list[dict]]:
 
 
 def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, done, max_stack) -> None:
-    """Train each part as a stack in its own process (spawned: a clean torch), with an equal share of
-    this process's torch threads; their progress comes back through a queue. Ctrl-C reaches this
-    process alone (the workers have their own process group) and is passed on as SIGTERM: each
-    worker saves its members' last.pt. A worker that dies without a word leaves its unfinished
-    members recorded as failed."""
+    """Train the first part as a stack in this process and each other part in a worker process of its
+    own (spawned: a clean torch), each with an equal share of this process's torch threads. The
+    workers' progress comes back through a queue, read by a relay thread. Ctrl-C reaches this process
+    alone (the workers have their own process group) and is passed on as SIGTERM: every part saves
+    its members' last.pt. A worker that dies without a word leaves its unfinished members recorded
+    as failed."""
     import multiprocessing
     import os
     import queue as queue_module
@@ -190,26 +192,32 @@ def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, do
     import torch
 
     from runner.runfolder import record_failure
+    from runner.vectorized import train_stack
 
-    threads = max(1, torch.get_num_threads() // len(parts))
+    threads, before = max(1, torch.get_num_threads() // len(parts)), torch.get_num_threads()
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     workers = [context.Process(target=_worker, args=(i, part, threads, max_stack, messages), daemon=False)
-               for i, part in enumerate(parts)]
+               for i, part in enumerate(parts) if i]
     offsets = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
-    for w in workers:
-        w.start()
-    stopping, errors = 0, []
-    try:
-        while any(w.is_alive() for w in workers) or not messages.empty():
+    errors, joined = [], threading.Event()
+
+    def stop_workers():
+        for w in workers:
+            if w.is_alive():
+                os.kill(w.pid, signal.SIGTERM)
+
+    def relay():  # the workers' messages, until they have all exited and the queue is empty
+        stopping = False
+        while True:
             if interrupted.is_set() and not stopping:
-                stopping = 1
-                for w in workers:
-                    if w.is_alive():
-                        os.kill(w.pid, signal.SIGTERM)
+                stopping = True
+                stop_workers()
             try:
                 kind, i, *rest = messages.get(timeout=0.2)
             except queue_module.Empty:
+                if joined.is_set():
+                    return
                 continue
             if kind == "eval":
                 show(offsets[i] + rest[0], rest[1])
@@ -217,15 +225,30 @@ def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, do
                 done(offsets[i] + rest[0], rest[1])
             elif kind == "failed":
                 errors.append(rest[0])
-    except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once too
-        for w in workers:
-            if w.is_alive():
-                os.kill(w.pid, signal.SIGTERM)
-        raise
-    finally:
+
+    for w in workers:
+        w.start()
+    relay_thread = threading.Thread(target=relay, name="stack-relay", daemon=True)
+    relay_thread.start()
+    try:
+        torch.set_num_threads(threads)  # trainer.num_threads, when set, overrides it in setup()
+        try:
+            train_stack(parts[0], interrupted, on_eval=show, on_done=done, max_stack=max_stack, log_files=True)
+        except Exception as e:  # noqa: BLE001 - recorded in its members' folders; the other parts go on
+            errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            torch.set_num_threads(before)
         for w in workers:
             w.join()
-    for w, part in zip(workers, parts):
+    except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once too
+        stop_workers()
+        for w in workers:
+            w.join()
+        raise
+    finally:
+        joined.set()
+        relay_thread.join()
+    for w, part in zip(workers, parts[1:]):
         if w.exitcode != 0:
             for m in part:
                 if not (m["run_dir"] / "summary.json").exists():
