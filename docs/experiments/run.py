@@ -6,7 +6,7 @@ committed: checkpoints), then `report` with those options into docs/experiments/
 and prints each experiment's wall time. A finished sweep is skipped job by job on a re-run (the runner's
 own rule), so an interrupted campaign resumes.
 
-    python docs/experiments/run.py [NAME ...] [--runs sweeps] [--threads 2]
+    python docs/experiments/run.py [NAME ...] [--runs sweeps] [--threads 2] [--report-only]
 """
 
 import argparse
@@ -37,6 +37,7 @@ def main():
     parser.add_argument("names", nargs="*", help=f"experiments (default: all): {' '.join(names)}")
     parser.add_argument("--runs", default="sweeps", help="folder for the run folders")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the whole sweep (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="only re-write the reports of finished sweeps")
     args = parser.parse_args()
     for name in args.names or names:
         if name not in names:
@@ -44,8 +45,9 @@ def main():
         sweep = Path(args.runs) / name
         env = os.environ | ({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})
         start = time.perf_counter()
-        subprocess.run([BIN / "train", "-m", f"+experiment={name}", "+launcher=vectorized", f"hydra.sweep.dir={sweep}"],
-                       check=False, env=env, stdout=subprocess.DEVNULL)
+        if not args.report_only:
+            subprocess.run([BIN / "train", "-m", f"+experiment={name}", "+launcher=vectorized",
+                            f"hydra.sweep.dir={sweep}"], check=False, env=env, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         out = ROOT / "docs" / "experiments" / name
         shutil.rmtree(out, ignore_errors=True)
