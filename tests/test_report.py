@@ -61,6 +61,20 @@ def test_varying_keys_groups_and_confidence_intervals(two_arms):
     assert list(res["runs"]["run"]) == [str(i) for i in range(6)]
 
 
+def test_an_experiments_helper_value_is_a_key_and_its_helper_node_is_not(tmp_path):
+    """conf/experiment/adam_l2_vs_adamw.yaml sweeps `_strength`, routed through `_arms` into the keys it sets:
+    `_strength` groups the runs, `_arms.*` (resolved copies) does not."""
+    for job, (opt, strength) in enumerate([("adam", 0.01), ("adam", 0.1), ("adamw", 0.01), ("adamw", 0.1)]):
+        fake_run(tmp_path / "sweep", str(job),
+                 {"_strength": strength, "_arms": {"adam": {"lambda": strength if opt == "adam" else 0.0}},
+                  "optimizer": {"_target_": opt, "weight_decay": strength if opt == "adamw" else 0.0}},
+                 {"test_acc": 0.5 + job / 10, "test_loss": 0.5, "epochs": 1}, choices={"optimizer": opt})
+    res = report([tmp_path / "sweep"], rows="optimizer", cols="_strength", plots=False)
+    assert sorted(res["keys"]) == ["_strength", "optimizer", "optimizer.weight_decay"]
+    means = res["pivot_means"]
+    assert means.loc["adamw", [c for c in means.columns if float(c) == 0.1][0]] == pytest.approx(0.8)  # job 3
+
+
 def test_baseline_difference_and_exact_permutation_p(two_arms):
     res = report([two_arms], baseline={"optimizer": "adamw"}, plots=False)
     g = res["groups"].set_index("optimizer")

@@ -97,12 +97,15 @@ def config_groups() -> set[str]:
 
 
 def varying_keys(runs: pd.DataFrame, include_seeds: bool = False) -> list[str]:
-    """Config keys (dotted, plus group choices) whose value differs between runs."""
+    """Config keys (dotted, plus group choices and an experiment's top-level helper values such as
+    `_strength`) whose value differs between runs. Keys inside a helper node (`_arms.adam.lambda`) are
+    left out: they are resolved into the keys they set, which are listed."""
     summary_cols = set(RUN_COLUMNS) | set(METRICS) | {"run"}
     groups = config_groups()
     out = []
     for col in runs.columns:
-        if col in summary_cols or ("." not in col and col not in groups):
+        helper = col.startswith("_")
+        if col in summary_cols or ("." not in col and col not in groups and not helper) or (helper and "." in col):
             continue
         if col.endswith(("._target_", "._partial_")) or (not include_seeds and col in SEED_KEYS):
             continue
