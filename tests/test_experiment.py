@@ -11,7 +11,7 @@ import pytest
 from conftest import CONF
 
 EXPECTED_JOBS = {  # arms x lrs x seeds, counted from each experiment's description
-    "init_symmetry": 5 * 10, "xavier_vs_he": 2 * 2 * 4 * 5, "activations_depth": 3 * 3 * 5, "optimizers": 7 * 3 * 5,
+    "init_symmetry": 5 * 10, "xavier_vs_he": 2 * 2 * 4 * 5, "activations_depth": 3 * 4 * 5, "optimizers": 7 * 3 * 5,
     "adam_l2_vs_adamw": 2 * 4 * 2 * 5, "dropout_lambda": 4 * 3 * 5, "norm_lr": 3 * 3 * 5,
     "residual_depth": 2 * 2 * 2 * 5, "schedules": 4 * 3 * 5, "warmup": 2 * 2 * 5, "early_stopping": 2 * 2 * 5,
     "clipping": 3 * 3 * 5, "mnist1d_models": 4 * 5, "batch_size_lr": 3 * 3 * 5, "l1_sparsity": 2 * 3 * 5,
