@@ -75,6 +75,22 @@ def test_an_experiments_helper_value_is_a_key_and_its_helper_node_is_not(tmp_pat
     assert means.loc["adamw", [c for c in means.columns if float(c) == 0.1][0]] == pytest.approx(0.8)  # job 3
 
 
+def test_a_baseline_option_named_none_is_that_option(tmp_path):
+    """norm=none names the option `none` (whose runs have no norm.momentum), not a null; with --best-of too."""
+    job = 0
+    for norm, accs in (("none", [0.4, 0.5]), ("batchnorm", [0.7, 0.8])):
+        for lr in (0.1, 1.0):
+            for seed, acc in enumerate(accs):
+                node = {"momentum": 0.1} if norm == "batchnorm" else None
+                fake_run(tmp_path / "sweep", str(job), {"norm": node, "optimizer": {"lr": lr}, "trainer": {"seed": seed}},
+                         {"test_acc": acc + (lr == 1.0) / 100, "val_acc": acc, "test_loss": 0.5, "epochs": 1},
+                         choices={"norm": norm})
+                job += 1
+    res = report([tmp_path / "sweep"], baseline={"norm": "none"}, best_of_key="optimizer.lr", plots=False)
+    tuned = res["tuned"].set_index("norm")
+    assert tuned.loc["batchnorm", "test_acc_diff"] == pytest.approx(0.75 - 0.45)  # val ties: the first lr, 0.1
+
+
 def test_baseline_difference_and_exact_permutation_p(two_arms):
     res = report([two_arms], baseline={"optimizer": "adamw"}, plots=False)
     g = res["groups"].set_index("optimizer")

@@ -39,6 +39,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the whole sweep (default: all)")
     parser.add_argument("--report-only", action="store_true", help="only re-write the reports of finished sweeps")
     args = parser.parse_args()
+    failed = 0
     for name in args.names or names:
         if name not in names:
             raise SystemExit(f"no experiment {name!r}; experiments: {' '.join(names)}")
@@ -51,10 +52,15 @@ def main():
         wall = time.perf_counter() - start
         out = ROOT / "docs" / "experiments" / name
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([BIN / "report", str(sweep), "--out", str(out), *report_options(name)], check=True,
-                       stdout=subprocess.DEVNULL)
-        print(f"{name}: {wall:.0f} s -> {out}", flush=True)
+        done = subprocess.run([BIN / "report", str(sweep), "--out", str(out), *report_options(name)],
+                              stdout=subprocess.DEVNULL)
+        print(f"{name}: {wall:.0f} s -> {out}" if done.returncode == 0 else
+              f"{name}: {wall:.0f} s; report failed (exit {done.returncode}), see above", flush=True)
+        failed += done.returncode != 0
+
+
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

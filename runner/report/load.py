@@ -146,10 +146,11 @@ def _value(v):
 
 
 def select(runs: pd.DataFrame, where: dict) -> pd.DataFrame:
-    """The runs whose config matches every key=value of where (values as typed on a command line)."""
+    """The runs whose config matches every key=value of where (values as typed on a command line). A word
+    matches as itself too: norm=none names the option `none`, early_stopping.patience=none a null."""
     mask = pd.Series(True, runs.index)
     for k, v in where.items():
-        mask &= runs[k].map(text) == text(_value(v))
+        mask &= runs[k].map(text).isin({text(_value(v)), str(v)})
     return runs[mask]
 
 
