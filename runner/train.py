@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import hydra_plugins.runner_launcher  # the vectorized launcher: stores hydra/launcher=vectorized (cheap: no torch)
 from runner.schema import EarlyStoppingConfig, PathsConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ def cli() -> int:
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(usage())
         return 0
-    if message := missing_plugin(sys.argv[1:]):
+    if message := missing_plugin(sys.argv[1:]) or hydra_plugins.runner_launcher.unknown_submitit_key(sys.argv[1:]):
         print(f"error: {message}", file=sys.stderr)
         return EXIT_CODES["invalid"]
     _cli_pid[:] = [os.getpid()]

@@ -65,6 +65,8 @@ def test_launcher_and_search_presets_compose(preset):
     """Each preset selects its Hydra plugin (tests/test_launcher.py runs joblib, submitit_local and Optuna)."""
     from hydra import compose, initialize_config_module
 
+    import runner.train  # noqa: F401  (the schemas and hydra/launcher=vectorized, as `train` has them)
+
     group, name = preset.split("=")
     if name == "ray":
         pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the optional ray extra is not installed")

@@ -52,7 +52,7 @@ def tiny(command: str) -> list[str]:
 def skip_reason(command: str) -> str | None:
     if "data=cifar10" in command or "data.path=" in command:
         return "needs data files: tests/test_images_cli.py runs it beside the files it writes"
-    if "submitit_slurm" in command:
+    if "submitit_slurm" in command or "submitit.cluster=slurm" in command:
         return "needs a SLURM cluster (tests/slurm/cluster.sh; pytest -m slow)"
     if "+launcher=ray" in command and find_spec("hydra_plugins.hydra_ray_launcher") is None:
         return "the ray extra is not installed (not in the test extra: 240 MB)"
