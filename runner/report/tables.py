@@ -73,7 +73,10 @@ def is_percent(metric: str) -> bool:
 
 def header(key: str, others=()) -> str:
     """A column's header: a config key's last part (regularizer.lambda -> lambda) unless another
-    shown key ends the same; summary fields with spaces (test_acc -> test acc)."""
+    shown key ends the same; summary fields with spaces (test_acc -> test acc); an experiment's helper
+    value as named (_strength)."""
+    if key.startswith("_"):
+        return key
     if "." in key:
         last = key.rsplit(".", 1)[1]
         return last if sum(o.rsplit(".", 1)[-1] == last for o in others) <= 1 else key.replace(".", " ")
