@@ -73,6 +73,7 @@ def test_an_experiments_helper_value_is_a_key_and_its_helper_node_is_not(tmp_pat
     assert sorted(res["keys"]) == ["_strength", "optimizer", "optimizer.weight_decay"]
     means = res["pivot_means"]
     assert means.loc["adamw", [c for c in means.columns if float(c) == 0.1][0]] == pytest.approx(0.8)  # job 3
+    assert "_strength" in res["shown"].columns  # its header keeps the name (not " strength")
 
 
 def test_a_baseline_option_named_none_is_that_option(tmp_path):
