@@ -20,6 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 import runner
 from runner.check import ConfigError
 
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+"""train.log's line format: Hydra's job logging, also where the vectorized launcher writes a member's lines."""
+
 
 def write_atomic(path: Path, payload: bytes | str) -> None:
     """Write to a temporary name, then rename; on any error (a full disk) the temporary file is removed."""

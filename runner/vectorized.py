@@ -318,7 +318,9 @@ def _member_log(run_dir, enabled: bool):
     root = logging.getLogger()
     files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
     handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    from runner.runfolder import LOG_FORMAT
+
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     for h in files:
         root.removeHandler(h)
     root.addHandler(handler)

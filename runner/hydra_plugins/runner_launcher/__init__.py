@@ -342,9 +342,10 @@ def _worker(index: int, members: list[dict], threads: int, max_stack, messages) 
 
     os.setpgrp()  # Ctrl-C at the terminal reaches the launcher, which passes it on once
     torch.set_num_threads(threads)  # trainer.num_threads, when set, overrides it in setup()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from runner.run import trap_signals, watch_parent
+    from runner.runfolder import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     from runner.vectorized import train_stack
 
     watch_parent()  # the sweep killed (kill -9): stop after this step and save last.pt
@@ -685,9 +686,10 @@ def _submitit_job(members: list[dict], threads: Optional[int], max_stack: Option
             os.setpgrp()  # a Ctrl-C at the terminal reaches the launcher alone, which passes it on once
     torch.set_num_threads(threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                       else os.cpu_count()))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from runner.run import trap_signals
+    from runner.runfolder import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     from runner.vectorized import train_stack
 
     interrupted, ended = threading.Event(), threading.Event()
