@@ -185,6 +185,10 @@ def problems(cfg: DictConfig) -> list[str]:
         if name not in LOGGERS:
             out.append(f"logger.{name}: no such tracker; +logger= takes {sorted(LOGGERS)}")
             continue
+        flush = (cfg.logger[name] or {}).get("flush_seconds", 0) if name == "mlflow" else 0
+        if isinstance(flush, bool) or not isinstance(flush, (int, float)) or flush < 0:
+            out.append(f"logger.mlflow.flush_seconds={flush!r}: seconds between sends, a number >= 0 "
+                       f"(0: each evaluation at once)")
         try:
             __import__(EXTRAS[name])
         except ImportError as e:

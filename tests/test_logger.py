@@ -270,6 +270,12 @@ def test_mlflow_sends_metrics_every_flush_seconds(tmp_path, monkeypatch):
     assert history(now) == [(1, 0.5)]
 
 
+def test_a_negative_flush_interval_is_refused_before_training(tmp_path):
+    proc = train(tmp_path, "+logger=mlflow", *FAST, "logger.mlflow.flush_seconds=-1", "hydra.run.dir=run", code=2)
+    assert "logger.mlflow.flush_seconds=-1: seconds between sends, a number >= 0" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
 def test_unreachable_tracking_server_is_one_warning(tmp_path):
     port = free_port()  # nothing listens there
     proc = train(tmp_path, "+logger=mlflow", *FAST, f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}",
