@@ -295,6 +295,73 @@ def test_a_stack_split_over_processes_equals_one_process(tmp_path):
         assert len((tmp_path / "whole" / job / "train.log").read_text().splitlines()) == 1  # its own line only
         threads = [json.loads((tmp_path / d / job / "summary.json").read_text())["threads"] for d in ("split", "whole")]
         assert threads[0] == max(1, threads[1] // 2)  # a worker's share of the threads: it ran in a worker
+    assert (split.stdout + split.stderr).count("sweep: 3 of 3 jobs completed") == 1  # a fork wrote nothing twice
+    assert all(split.stdout.count(f"job {job} ") == 1 for job in "012")
+    assert "completed after" not in split.stderr  # the worker's members log to their train.log, as ours do
+
+
+def test_workers_fork_only_on_one_cpu_thread():
+    """A forked worker that runs OpenMP on several threads after the launcher used OpenMP hangs, and CUDA
+    cannot be forked: only a CPU worker on one thread (trainer.num_threads, when set, decides) forks."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.runner_launcher import _start_method
+
+    def trainer(device="cpu", num_threads=None):
+        return OmegaConf.create({"device": device, "num_threads": num_threads})
+
+    assert _start_method(1, trainer()) == "fork"
+    assert _start_method(2, trainer()) == "spawn"
+    assert _start_method(1, trainer(num_threads=4)) == "spawn"
+    assert _start_method(4, trainer(num_threads=1)) == "fork"
+    assert _start_method(1, trainer(device="cuda")) == "spawn"
+
+
+def test_a_vectorized_sweep_composes_each_job_once(tmp_path):
+    """Hydra's basic sweeper composes every job's config to check its batch; the launcher takes those
+    compositions instead of composing each job a second time."""
+    code = """if True:
+        import sys
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        compose, calls = ConfigLoaderImpl.load_sweep_config, []
+        def counted(self, master_config, sweep_overrides):
+            calls.append(tuple(sweep_overrides))
+            return compose(self, master_config, sweep_overrides)
+        ConfigLoaderImpl.load_sweep_config = counted
+        import runner.train
+        sys.argv = ["train", "-m", "+launcher=vectorized", "data=digits", "trainer.epochs=1", "regularizer=none",
+                    "trainer.seed=0,1,2", "hydra.sweep.dir=once"]
+        code = runner.train.cli()
+        print("compositions", len(calls), len(set(calls)), code)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "compositions 3 3 0", proc.stderr[-2000:]
+    assert all(json.loads((tmp_path / "once" / j / "summary.json").read_text())["config"]["trainer"]["seed"] == int(j)
+               for j in "012")
+
+
+def test_stack_dropout_keeps_each_unit_with_probability_1_minus_p():
+    """TensorDropout under vmap, one p per member: the kept fraction is within 4 standard errors of
+    1 - p, kept units are scaled by exactly 1 / (1 - p) (as torch's dropout), p = 0 keeps x as it is,
+    and eval mode is the identity."""
+    from torch.func import vmap
+
+    from runner.vectorized import TensorDropout
+
+    ps = [0.0, 0.1, 0.5, 0.9]
+    drop = TensorDropout(0.25)
+    x = torch.randn(len(ps), 400, 257)  # an odd width: the last 16-bit uniform of a row comes from a half draw
+    out = vmap(lambda p, x: torch.func.functional_call(drop, {"p": p}, (x,)), randomness="different")(
+        torch.tensor(ps), x)
+    n = x[0].numel()
+    for k, p in enumerate(ps):
+        kept = out[k] != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n) + 1e-12, p
+        scale = torch.tensor(1.0) / (1 - torch.tensor(p))
+        assert torch.equal(out[k][kept], x[k][kept] * scale)
+    assert torch.equal(out[0], x[0])
+    drop.eval()
+    assert torch.equal(drop(x[1]), x[1])
 
 
 def test_a_bad_max_stack_is_refused_before_any_job(tmp_path):

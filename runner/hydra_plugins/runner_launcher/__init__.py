@@ -92,6 +92,18 @@ class VectorizedLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        loader, composed = hydra_context.config_loader, {}
+        compose = loader.load_sweep_config
+
+        def keep(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+            cfg = compose(master_config, sweep_overrides)
+            composed[id(master_config), tuple(sweep_overrides)] = cfg
+            return cfg
+
+        # Hydra's sweepers compose every job's config to check the batch before they call launch(), which
+        # composes it again (1.5 s of the README's 16-job sweep): launch() takes the first composition.
+        loader.load_sweep_config = keep
+        self._compose, self._composed = compose, composed
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from rich.console import Console
@@ -104,7 +116,8 @@ class VectorizedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for i, overrides in enumerate(job_overrides):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            cfg = self._composed.pop((id(self.config), tuple(overrides)), None) or \
+                self._compose(self.config, list(overrides))
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
             configs.append(cfg)
@@ -251,17 +264,33 @@ def _split(stack: list[dict], n_jobs: Optional[int]) -> list[list[dict]]:
     return [stack[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
+def _start_method(threads: int, trainer) -> str:
+    """fork where it is safe, else spawn. A forked worker shares this process's memory (torch's
+    imported modules: about 290 MB, which a spawned worker imports again) and starts at once, but
+    only a CPU worker on one thread may fork: CUDA cannot be forked, and a worker that runs OpenMP
+    on several threads after this process has used OpenMP hangs (GNU libgomp is not fork-safe)."""
+    import multiprocessing
+
+    from runner.run import resolve_device
+
+    threads = trainer.get("num_threads") or threads  # trainer.num_threads, when set, is what the worker runs on
+    one_cpu_thread = threads == 1 and resolve_device(str(trainer.device)).type == "cpu"
+    return "fork" if one_cpu_thread and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, done, max_stack) -> None:
     """Train the first part as a stack in this process and each other part in a worker process of its
-    own (spawned: a clean torch), each with an equal share of this process's torch threads. The
-    workers' progress comes back through a queue, read by a relay thread. Ctrl-C reaches this process
-    alone (the workers have their own process group) and is passed on as SIGTERM: every part saves
-    its members' last.pt. A worker that dies without a word leaves its unfinished members recorded
-    as failed."""
+    own (forked where _start_method allows, else spawned), each with an equal share of this process's
+    torch threads. The workers' progress comes back through a queue, read by a relay thread. Ctrl-C
+    reaches this process alone (the workers have their own process group) and is passed on as
+    SIGTERM: every part saves its members' last.pt. A worker that dies without a word leaves its
+    unfinished members recorded as failed."""
+    import gc
     import multiprocessing
     import os
     import queue as queue_module
     import signal
+    import sys
 
     import torch
 
@@ -269,7 +298,14 @@ def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, do
     from runner.vectorized import train_stack
 
     threads, before = max(1, torch.get_num_threads() // len(parts)), torch.get_num_threads()
-    context = multiprocessing.get_context("spawn")
+    method = _start_method(threads, parts[0][0]["cfg"].trainer)
+    if method == "fork":  # what the workers will import anyway, imported once, before the fork, to be shared
+        import torch._dynamo  # noqa: F401 - torch.optim imports it on its first optimizer (1 s, 70 MB)
+
+        sys.stdout.flush()  # or a worker would write this process's pending output again when it exits
+        sys.stderr.flush()
+        gc.freeze()  # the collector leaves today's objects alone: their pages stay shared with the workers
+    context = multiprocessing.get_context(method)
     messages = context.Queue()
     workers = [context.Process(target=_worker, args=(i, part, threads, max_stack, messages), daemon=False)
                for i, part in enumerate(parts) if i]
@@ -302,6 +338,7 @@ def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, do
 
     for w in workers:
         w.start()
+    gc.unfreeze()
     relay_thread = threading.Thread(target=relay, name="stack-relay", daemon=True)
     relay_thread.start()
     try:
@@ -334,7 +371,7 @@ def _train_parts(parts: list[list[dict]], interrupted: threading.Event, show, do
 
 
 def _worker(index: int, members: list[dict], threads: int, max_stack, messages) -> None:
-    """A spawned process training one part of a stack (runner.vectorized.train_stack)."""
+    """A worker process (forked or spawned) training one part of a stack (runner.vectorized.train_stack)."""
     import os
     import sys
 
@@ -345,9 +382,17 @@ def _worker(index: int, members: list[dict], threads: int, max_stack, messages) 
     from runner.run import trap_signals, watch_parent
     from runner.runfolder import LOG_FORMAT
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    root = logging.getLogger()  # a forked worker has the launcher's handlers: its last job's log file among them
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)  # as the launcher's own members: warnings on the terminal,
+    console.setLevel(logging.WARNING)  # everything in the member's train.log (train_stack, log_files)
+    console.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
     from runner.vectorized import train_stack
 
+    watch_parent.started = False  # forked: the launcher's own watch (if it had one) did not come along
     watch_parent()  # the sweep killed (kill -9): stop after this step and save last.pt
     interrupted = threading.Event()
     with trap_signals(interrupted):
