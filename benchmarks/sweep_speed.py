@@ -90,18 +90,24 @@ def main():
     epochs = f"trainer.epochs={args.epochs}"
     subprocess.run([TRAIN, epochs, "hydra.run.dir=warm"], cwd=work, capture_output=True, check=True)  # data cached
     if not args.skip_sweep:
-        rows = {}
-        for name, extra in (("basic", []), ("vectorized", ["+launcher=vectorized"]),
-                            ("vec. 1 proc", ["+launcher=vectorized", "hydra.launcher.n_jobs=1"])):
-            runs = [timed([TRAIN, "-m", *extra, *SWEEP, epochs, f"hydra.sweep.dir={name.replace(' ', '')}{r}"], work)
-                    for r in range(args.repeats)]
-            rows[name] = ([w for w, _ in runs], [m for _, m in runs])
-        single = [timed([TRAIN, epochs, f"hydra.run.dir=single{r}"], work) for r in range(args.repeats)]
+        arms = (("basic", []), ("vectorized", ["+launcher=vectorized"]),
+                ("vec. 1 proc", ["+launcher=vectorized", "hydra.launcher.n_jobs=1"]))
+        rows = {name: ([], []) for name, _ in arms}
+        single = []
+        for r in range(args.repeats):  # the arms interleaved: a slower spell of a shared host hits each alike
+            for name, extra in arms:
+                wall, mem = timed([TRAIN, "-m", *extra, *SWEEP, epochs, f"hydra.sweep.dir={name.replace(' ', '')}{r}"],
+                                  work)
+                rows[name][0].append(wall)
+                rows[name][1].append(mem)
+            single.append(timed([TRAIN, epochs, f"hydra.run.dir=single{r}"], work))
         print(f"16-job sweep ({args.epochs} epochs), whole command, seconds: median (min, max) of {args.repeats}")
         for name, (walls, mems) in rows.items():
             print(f"  {name:10}  {spread(walls)} s   peak memory {max(mems):.0f} MB")
         speedup = statistics.median(rows["basic"][0]) / statistics.median(rows["vectorized"][0])
-        print(f"  speed-up {speedup:.2f}x; one default run: {spread([w for w, _ in single])} s, "
+        paired = [b / v for b, v in zip(rows["basic"][0], rows["vectorized"][0])]
+        print(f"  speed-up {speedup:.2f}x (of medians; repeat by repeat {', '.join(f'{x:.2f}' for x in paired)}); "
+              f"one default run: {spread([w for w, _ in single])} s, "
               f"peak memory {max(m for _, m in single):.0f} MB "
               f"(vectorized / single: {max(rows['vectorized'][1]) / max(m for _, m in single):.2f}x)")
 

@@ -6,6 +6,7 @@ and backward pass run once for all members, through torch.func.vmap over the sta
 Each member's run folder is then written by runner.run.finish, as an ordinary run's is."""
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -112,11 +113,47 @@ class TensorDropout(nn.Module):
     def forward(self, x):
         if not self.training:
             return x
+        p = self.p if self.p.dim() == 0 else self.p.view(-1, *[1] * (x.dim() - 1))  # (K,): a direct stack
         n = x.shape[-1]
         bits = torch.randint(-2**31, 2**31 - 1, (*x.shape[:-1], (n + 1) // 2), dtype=torch.int32,
                              device=x.device).view(torch.int16)[..., :n]  # range < 2**32: one 32-bit draw each
-        keep = bits >= (self.p * 65536).round() - 32768  # P(keep) = 1 - round(65536 p) / 65536
-        return x * keep.to(x.dtype).div_(1 - self.p)
+        keep = bits >= (p * 65536).round() - 32768  # P(keep) = 1 - round(65536 p) / 65536
+        return x * keep.to(x.dtype).div_(1 - p)
+
+
+class StackLinear(nn.Linear):
+    """nn.Linear over a stack without vmap: x (K, B, in), weight (K, out, in), bias (K, out), one batched
+    product. On one CPU thread, a stack of 8 members of the default MLP (128 samples, 40-256-256-256-10)
+    spent 17.2 ms per step in vmap's batching of F.linear forward and backward, 15.2 ms in baddbmm."""
+
+    def forward(self, x):
+        if self.bias is None:
+            return torch.bmm(x, self.weight.transpose(-1, -2))
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
+
+
+def direct_template(template: nn.Module) -> nn.Module | None:
+    """The template with StackLinear for its Linear layers and its Flatten moved one dimension on, which
+    takes the stacked weights and a (K, B, ...) batch directly; None when a layer would need vmap:
+    a norm (BatchNorm's per-member statistics, LayerNorm's (C,) weight), a convolution, the input's
+    Normalize. Activations act elementwise; dropout takes its (K,) p."""
+    from runner.model import ACTIVATIONS, MLP, Residual
+
+    elementwise = tuple({type(make(0.01)) for make in ACTIVATIONS.values()})
+    if not all(type(m) in (MLP, nn.Sequential, nn.Flatten, nn.Linear, nn.Identity, TensorDropout) or
+               isinstance(m, (Residual, *elementwise)) for m in template.modules()):
+        return None
+    direct = copy.deepcopy(template)
+    for parent in list(direct.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, StackLinear(child.in_features, child.out_features, child.bias is not None,
+                                                  device="meta"))
+            elif isinstance(child, nn.Flatten):
+                if child.start_dim != 1 or child.end_dim != -1:
+                    return None
+                setattr(parent, name, nn.Flatten(2))
+    return direct
 
 
 _HIDDEN, _INPUT = 0.25, 0.125  # marker p's telling a template's hidden-layer dropouts from its input dropout
@@ -160,7 +197,7 @@ def _stack_state(jobs, states, device) -> dict:
 
 
 @torch.inference_mode()
-def evaluate_stack(call, params, buffers, x, y, task, precision, batch_size: int = 8192) -> list[dict]:
+def evaluate_stack(shared_x, params, buffers, x, y, task, precision, batch_size: int = 8192) -> list[dict]:
     """runner.trainer.evaluate for every member at once: loss and metric per member, eval mode. A chunk
     holds batch_size samples summed over the members (batch_size // K each), so that the stack's
     evaluation keeps as many activations at once as an ordinary run's: with the whole validation split
@@ -168,8 +205,6 @@ def evaluate_stack(call, params, buffers, x, y, task, precision, batch_size: int
     k = next(iter(params.values())).shape[0]
     batch_size = max(1, batch_size // k)
     loss, hits = torch.zeros(k, device=x.device), torch.zeros(k, device=x.device)
-    shared_x = vmap(call, in_dims=(0, 0, None)) if k > 1 else \
-        (lambda p, b, x: call({n: v[0] for n, v in p.items()}, {n: v[0] for n, v in b.items()}, x)[None])
     with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, len(x), batch_size):
             out, target = shared_x(params, buffers, x[i:i + batch_size]).float(), y[i:i + batch_size]
@@ -199,12 +234,19 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
     template, ps = stack_template(jobs)
     names = [name for name, _ in template.named_parameters()]
     params = [list(j.model.parameters()) for j in jobs]
+    all_params = [p for ps_ in params for p in ps_]
     buffer_names = [name for name, _ in template.named_buffers() if name not in ps]
     buffers = {name: torch.stack(b) for name, *b in zip(buffer_names, *(list(j.model.buffers()) for j in jobs))} | ps
     call = lambda p, b, x: functional_call(template, (p, b), (x,))  # noqa: E731
-    forward = vmap(call, randomness="different")
+    direct = direct_template(template) if K > 1 else None
     if K == 1:  # a stack of one (a process's share of a split stack): the plain call, no vmap's batching rules
         forward = lambda p, b, x: call({n: v[0] for n, v in p.items()}, {n: v[0] for n, v in b.items()}, x[0])[None]  # noqa: E731
+        shared_x = lambda p, b, x: forward(p, b, x[None])  # noqa: E731
+    elif direct is not None:  # Linear layers and elementwise ones only: the stacked weights without vmap
+        forward = lambda p, b, x: functional_call(direct, (p, b), (x,))  # noqa: E731
+        shared_x = lambda p, b, x: forward(p, b, x.expand(K, *x.shape))  # noqa: E731
+    else:
+        forward, shared_x = vmap(call, randomness="different"), vmap(call, in_dims=(0, 0, None))
     stops = [EarlyStopping(j.stopping) for j in jobs]
     shuffles = [torch.Generator(device).manual_seed(j.trainer.seed) for j in jobs]
     for k, s in enumerate(states):
@@ -234,7 +276,9 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
         return {name: torch.stack([p[i] for p in params]) for i, name in enumerate(names)}
 
     alive = torch.ones(K, dtype=torch.bool, device=device)  # members still training; cleared by freeze
-    template.train()
+    modes = [m for m in (template, direct) if m is not None]  # train/eval mode: dropout's
+    for m in modes:
+        m.train()
     while step < total and any(r is None for r in reasons) and not (interrupted and interrupted.is_set()):
         live = [k for k in range(K) if reasons[k] is None]
         if step % spe == 0 or perm is None:  # a new epoch: a new shuffle for every member, from its own generator
@@ -249,8 +293,8 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
         target = data.y_train[idx]
         losses = loss_fn(out.flatten(0, 1), target.flatten(0, 1), reduction="none").view(K, -1).mean(1)
         objective = torch.where(alive, losses, 0.0).sum() + sum(jobs[k].penalty() for k in live if jobs[k].penalty)
-        for j in jobs:
-            j.optimizer.zero_grad(set_to_none=True)
+        for p in all_params:  # each optimizer's zero_grad(set_to_none=True), without its per-call overhead
+            p.grad = None
         objective.backward()
         due = _is_due(step + 1, spe, total, cfg)
         grad_norms = {k: torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params[k]])) for k in live} \
@@ -277,10 +321,13 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
         for k in live:
             if reasons[k] is None and hasattr(jobs[k].optimizer, "swap"):  # Lookahead: evaluate its slow weights
                 jobs[k].optimizer.swap()
-        template.eval()
+        for m in modes:
+            m.eval()
         with torch.no_grad():
-            vals = evaluate_stack(call, stacked_params(), buffers, data.x_val, data.y_val, data.task, cfg.precision)
-        template.train()
+            vals = evaluate_stack(shared_x, stacked_params(), buffers, data.x_val, data.y_val, data.task,
+                                  cfg.precision)
+        for m in modes:
+            m.train()
         for k in (k for k in live if reasons[k] is None):
             train_loss = run_loss[k].item() / st["seen"]
             row = {"epoch": round(step / spe, 4), "step": step, "lr": lrs[k], "train_loss": train_loss,

@@ -372,3 +372,40 @@ def test_a_bad_max_stack_is_refused_before_any_job(tmp_path):
     proc = sweep(tmp_path, "+launcher=vectorized", "hydra.launcher.n_jobs=-1", "data=digits", "trainer.seed=0,1")
     assert proc.returncode == 2
     assert "hydra.launcher.n_jobs=-1: must be a whole number >= 1" in proc.stderr
+
+
+def test_a_direct_stack_computes_each_members_own_forward():
+    """direct_template: an MLP of Linear and elementwise layers takes the stacked weights without vmap.
+    Its output for a stack of 3 (float64, eval mode) equals each member model's own forward; MLPs with
+    a norm, the CNN, the input's Normalize and torch's own Dropout keep vmap (None)."""
+    from torch import nn
+    from torch.func import stack_module_state
+
+    from runner.model import CNN, MLP, with_input_norm
+    from runner.vectorized import StackLinear, TensorDropout, direct_template
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        models = [MLP((4, 5), 3, depth=3, width=16, activation="gelu", residual=True, residual_init="default")
+                  for _ in range(3)]
+        direct = direct_template(models[0])
+        assert direct is not None
+        assert sum(type(m) is StackLinear for m in direct.modules()) == \
+            sum(type(m) is nn.Linear for m in models[0].modules()) == 6
+        params, buffers = stack_module_state(models)
+        x = torch.randn(3, 7, 4, 5)  # each member its own batch of (4, 5) inputs, flattened by the MLP
+        out = torch.func.functional_call(direct.eval(), (params, buffers), (x,))
+        for k, model in enumerate(models):
+            assert torch.allclose(out[k], model.eval()(x[k]), rtol=0, atol=1e-12)
+    finally:
+        torch.set_default_dtype(default)
+    with_dropout = MLP((8,), 3, depth=2, width=8, dropout=0.25)
+    assert direct_template(with_dropout) is None  # torch's Dropout: one p for the whole stack
+    with_dropout.net[1][2] = TensorDropout(0.25)
+    with_dropout.net[2][2] = TensorDropout(0.25)
+    assert direct_template(with_dropout) is not None
+    assert direct_template(MLP((8,), 3, width=8, norm=nn.BatchNorm1d)) is None
+    assert direct_template(MLP((8,), 3, width=8, norm=nn.LayerNorm)) is None
+    assert direct_template(CNN((16,), 3, channels=(4,))) is None
+    assert direct_template(with_input_norm(MLP((8,), 3, width=8), torch.zeros(1), torch.ones(1))) is None
