@@ -281,10 +281,13 @@ def test_split_stacks_are_contiguous_near_equal_parts():
     assert _split(stack, 1) == [stack]
 
 
-def test_a_stack_split_over_processes_equals_one_process(tmp_path):
+@pytest.mark.parametrize("threads", [[], ["trainer.num_threads=2"]], ids=["forked", "spawned"])
+def test_a_stack_split_over_processes_equals_one_process(tmp_path, threads):
     """hydra.launcher.n_jobs=2 (two worker processes, stacks of 2 and 1) against n_jobs=1 (one stack of
-    3): dropout 0, so every member's metrics agree (float32: the batched and plain products round apart)."""
-    grid = ["+launcher=vectorized", "data=digits", "trainer.epochs=2", "regularizer=none", "trainer.seed=0,1,2"]
+    3): dropout 0, so every member's metrics agree (float32: the batched and plain products round apart).
+    The worker is forked on one thread, spawned on two (_start_method)."""
+    grid = ["+launcher=vectorized", "data=digits", "trainer.epochs=2", "regularizer=none", "trainer.seed=0,1,2",
+            *threads]
     split = sweep(tmp_path, *grid, "hydra.launcher.n_jobs=2", "hydra.sweep.dir=split")
     whole = sweep(tmp_path, *grid, "hydra.launcher.n_jobs=1", "hydra.sweep.dir=whole")
     assert split.returncode == 0 and whole.returncode == 0, split.stderr[-2000:]
@@ -293,8 +296,8 @@ def test_a_stack_split_over_processes_equals_one_process(tmp_path):
         assert [r["val_loss"] for r in a] == pytest.approx([r["val_loss"] for r in b], rel=1e-5)
         assert "completed after 2.0 epochs" in (tmp_path / "split" / job / "train.log").read_text()
         assert len((tmp_path / "whole" / job / "train.log").read_text().splitlines()) == 1  # its own line only
-        threads = [json.loads((tmp_path / d / job / "summary.json").read_text())["threads"] for d in ("split", "whole")]
-        assert threads[0] == max(1, threads[1] // 2)  # a worker's share of the threads: it ran in a worker
+        shares = [json.loads((tmp_path / d / job / "summary.json").read_text())["threads"] for d in ("split", "whole")]
+        assert shares[0] == (2 if threads else max(1, shares[1] // 2))  # a worker's share: it ran in a worker
     assert (split.stdout + split.stderr).count("sweep: 3 of 3 jobs completed") == 1  # a fork wrote nothing twice
     assert all(split.stdout.count(f"job {job} ") == 1 for job in "012")
     assert "completed after" not in split.stderr  # the worker's members log to their train.log, as ours do
