@@ -1,8 +1,10 @@
 """Vectorized sweeps: K jobs of a sweep that share a model architecture, data and batch size train
-as one batched model. Each member keeps its own nn.Module, whose parameters are the leaves that
-train, and its own torch.optim optimizer (fused), schedule, clipping, penalty, early stopping and
-diagnostics, built exactly as an ordinary run builds them (runner.run.make_job); only the forward
-and backward pass run once for all members, through torch.func.vmap over the stacked weights.
+as one batched model. Each member keeps its own nn.Module and its own torch.optim optimizer (fused),
+schedule, clipping, early stopping and diagnostics, built exactly as an ordinary run builds them
+(runner.run.make_job). During training each of its parameters is a slice of one stacked leaf
+(K, ...) per parameter, so the forward and backward pass run once for all members on the stacked
+weights (batched products for an MLP, torch.func.vmap for the rest), each member's optimizer steps
+its own slices, and the members' weight penalties add their gradients to the stacked ones at once.
 Each member's run folder is then written by runner.run.finish, as an ordinary run's is."""
 
 import contextlib
@@ -20,6 +22,7 @@ from torch.func import functional_call, vmap
 
 from runner.build import build
 from runner.early_stopping import EarlyStopping
+from runner.regularizer import make_stack_penalty
 from runner.run import Job
 from runner.trainer import LOSSES, METRICS, _is_due, _rng_state, _set_rng_state
 
@@ -240,14 +243,27 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
     buffers = {name: torch.stack(b) for name, *b in zip(buffer_names, *(list(j.model.buffers()) for j in jobs))} | ps
     call = lambda p, b, x: functional_call(template, (p, b), (x,))  # noqa: E731
     direct = direct_template(template) if K > 1 else None
-    if K == 1:  # a stack of one (a process's share of a split stack): the plain call, no vmap's batching rules
-        forward = lambda p, b, x: call({n: v[0] for n, v in p.items()}, {n: v[0] for n, v in b.items()}, x[0])[None]  # noqa: E731
+    if K == 1:  # a stack of one (a process's share of a split stack): the plain call on the member's own weights
+        own = dict(zip(names, params[0]))
+        forward = lambda p, b, x: call(own, {n: v[0] for n, v in b.items()}, x[0])[None]  # noqa: E731
         shared_x = lambda p, b, x: forward(p, b, x[None])  # noqa: E731
     elif direct is not None:  # Linear layers and elementwise ones only: the stacked weights without vmap
         forward = lambda p, b, x: functional_call(direct, (p, b), (x,))  # noqa: E731
         shared_x = lambda p, b, x: forward(p, b, x.expand(K, *x.shape))  # noqa: E731
     else:
         forward, shared_x = vmap(call, randomness="different"), vmap(call, in_dims=(0, 0, None))
+    # K > 1: each parameter of the stack is one leaf (K, ...) and each member's parameter a slice of its storage,
+    # so the forward takes the leaves as they are and a member's gradient is a view of the leaf's: no stacking
+    # copy in the forward, none back into the members' gradients in the backward. Each member's optimizer
+    # updates its slices in place. The loop's end gives each member its own storage back (torch.save of a
+    # slice would write the whole stack).
+    leaves = {} if K == 1 else {name: torch.stack([p[i].detach() for p in params]).requires_grad_()
+                                for i, name in enumerate(names)}
+    for i, name in enumerate(leaves):
+        for k in range(K):
+            params[k][i].data = leaves[name].detach()[k]
+    penalty = jobs[0].penalty if K == 1 else make_stack_penalty([j.model for j in jobs],
+                                                                 [j.cfg.regularizer for j in jobs])
     stops = [EarlyStopping(j.stopping) for j in jobs]
     shuffles = [torch.Generator(device).manual_seed(j.trainer.seed) for j in jobs]
     for k, s in enumerate(states):
@@ -271,10 +287,8 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
         ends[k] = {"step": step, "perm": None if perm is None else perm[k].clone(), "seen": st["seen"],
                    "run_loss": run_loss[k].clone(), "run_hits": run_hits[k].clone()}
 
-    def stacked_params():  # (K, ...) per parameter; a graph back to every member's own leaves
-        if K == 1:
-            return {name: p[None] for name, p in zip(names, params[0])}  # views, no copy
-        return {name: torch.stack([p[i] for p in params]) for i, name in enumerate(names)}
+    def stacked_params():  # (K, ...) per parameter
+        return {name: p[None] for name, p in zip(names, params[0])} if K == 1 else leaves
 
     alive = torch.ones(K, dtype=torch.bool, device=device)  # members still training; cleared by freeze
     modes = [m for m in (template, direct) if m is not None]  # train/eval mode: dropout's
@@ -293,10 +307,17 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
             out = forward(stacked_params(), buffers, data.x_train[idx]).float()
         target = data.y_train[idx]
         losses = loss_fn(out.flatten(0, 1), target.flatten(0, 1), reduction="none").view(K, -1).mean(1)
-        objective = torch.where(alive, losses, 0.0).sum() + sum(jobs[k].penalty() for k in live if jobs[k].penalty)
-        for p in all_params:  # each optimizer's zero_grad(set_to_none=True), without its per-call overhead
+        objective = torch.where(alive, losses, 0.0).sum()
+        if penalty and K == 1:
+            objective = objective + penalty()
+        for p in leaves.values() if K > 1 else params[0]:  # zero_grad(set_to_none=True), without its call overhead
             p.grad = None
         objective.backward()
+        if penalty and K > 1:
+            penalty(leaves, alive)
+        for i, leaf in enumerate(leaves.values()):
+            for k in live:
+                params[k][i].grad = leaf.grad[k]
         due = _is_due(step + 1, spe, total, cfg)
         grad_norms = {k: torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params[k]])) for k in live} \
             if due else {}
@@ -355,6 +376,9 @@ def fit_stack(jobs: list[Job], states: list[dict | None], interrupted=None,
         run_hits.zero_()
         st["seen"] = 0
     seconds = time.perf_counter() - start
+    for p in all_params if K > 1 else ():  # each member's weights in storage of their own again
+        p.data = p.data.clone()
+        p.grad = None
     results = []
     for k in range(K):
         if reasons[k] is None:

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from runner.model import MLP
-from runner.regularizer import make_penalty
+from runner.regularizer import make_penalty, make_stack_penalty
 
 
 def model():
@@ -115,3 +115,32 @@ def test_zero_fraction_counts_small_weights_only():
         m[2].weight.fill_(1e-5)  # 6 of 6
         m[0].bias.zero_()  # biases and the norm's weights do not count
     assert zero_fraction(m) == pytest.approx((3 + 6) / (8 + 6))
+
+
+def test_a_stacks_penalty_adds_each_members_lambda_times_dP_dw():
+    """Members with l2, l1, elastic net (biases included), no penalty and a frozen member: each slice of the
+    stacked gradients gains that member's lambda * dP/dw, written out here, and nothing else."""
+    cfgs = [OmegaConf.create({"penalty": k, "lambda": lam, "include_bias": bias, "include_norm": False, "l1_ratio": 0.25})
+            for k, lam, bias in (("l2", 0.3, False), ("l1", 0.2, False), ("elastic_net", 0.5, True),
+                                 ("none", 1.0, False), ("l2", 0.7, False))]
+    models = [model() for _ in cfgs]
+    add = make_stack_penalty(models, cfgs)
+    torch.manual_seed(1)
+    stacked = {n: torch.randn(len(cfgs), *p.shape) for n, p in models[0].named_parameters()}
+    before = {n: torch.randn_like(w) for n, w in stacked.items()}
+    for n, w in stacked.items():
+        w.grad = before[n].clone()
+    add(stacked, torch.tensor([True, True, True, True, False]))
+    linear = {f"{name}.{kind}" for name, m in models[0].named_modules() if isinstance(m, nn.Linear)
+              for kind in ("weight", "bias")}
+    assert len(linear) == 6 and len(stacked) == 10  # 3 Linear layers; 2 LayerNorms' scale and shift are never penalized
+    for n, w in stacked.items():
+        weight, bias = n in linear and n.endswith("weight"), n in linear and n.endswith("bias")
+        zero = torch.zeros_like(w[0])
+        expected = [0.3 * w[0] if weight else zero,
+                    0.2 * torch.sign(w[1]) if weight else zero,
+                    0.5 * (0.25 * torch.sign(w[2]) + 0.75 * w[2]) if weight or bias else zero,
+                    zero, zero]  # no penalty; frozen
+        for k in range(len(cfgs)):
+            torch.testing.assert_close(w.grad[k] - before[n][k], expected[k], msg=f"{n} member {k}")
+    assert make_stack_penalty(models[3:4], cfgs[3:4]) is None

@@ -62,6 +62,11 @@ STACKS = {  # members differing in what a stack allows: seed, optimizer numbers,
                 "early_stopping.patience=1", "trainer.epochs=3"]]),
     "rmsprop_lookahead": (["optimizer=rmsprop", "lookahead.k=3", "model=cnn", "model.channels=[8,8]"],
                           [["trainer.seed=0"], ["trainer.seed=1", "optimizer.lr=3e-4", "lookahead.alpha=0.8"]]),
+    "penalties": ([*MLP, "optimizer=adam"],  # each member's penalty: its gradient added to the stacked weights'
+                  [["regularizer=l2", "regularizer.lambda=0.01"],
+                   ["trainer.seed=1", "regularizer=l1", "regularizer.lambda=1e-3"],
+                   ["regularizer=elastic_net", "regularizer.lambda=0.02", "regularizer.include_bias=true"],
+                   ["trainer.seed=2"]]),
     "stack_of_one": ([*MLP, "optimizer=momentum", "norm=batchnorm"],  # K = 1 takes the plain call, not vmap
                      [["trainer.seed=4", "schedule=cosine", "clip=norm", "clip.max_norm=0.5"]]),
 }
@@ -412,3 +417,27 @@ def test_a_direct_stack_computes_each_members_own_forward():
     assert direct_template(MLP((8,), 3, width=8, norm=nn.LayerNorm)) is None
     assert direct_template(CNN((16,), 3, channels=(4,))) is None
     assert direct_template(with_input_norm(MLP((8,), 3, width=8), torch.zeros(1), torch.ones(1))) is None
+
+
+def test_a_members_checkpoints_hold_its_own_weights_alone(make_cfg, tmp_path):
+    """A member's weights are slices of the stack's during training; what it saves must be its own
+    (torch.save of a slice writes the slice's whole storage: every member's weights)."""
+    cfgs = [make_cfg(*SMALL, *MLP, f"trainer.seed={s}", small=False) for s in range(3)]
+    train_stack([{"cfg": c, "run_dir": tmp_path / str(i), "meta": None, "resume": False} for i, c in enumerate(cfgs)])
+
+    def tensors(obj):
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                yield from tensors(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                yield from tensors(v)
+
+    for i in range(3):
+        for name in ("last.pt", "best.pt"):
+            saved = list(tensors(torch.load(tmp_path / str(i) / name, weights_only=True)))
+            assert len(saved) >= 8
+            for w in saved:
+                assert w.untyped_storage().nbytes() == w.numel() * w.element_size(), (i, name, w.shape)
